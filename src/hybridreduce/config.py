@@ -1,0 +1,44 @@
+"""Config validation: the JSON schema (via ``snakemake.utils.validate``, which also fills defaults) plus a
+short error message that names the offending field and what was expected."""
+
+from __future__ import annotations
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+
+def _field(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    field = _field(error.absolute_path)
+    v = error.validator
+    if v == "additionalProperties":
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"config field '{field}': {error.message}; allowed keys: {allowed}"
+    if v == "enum":
+        return f"config field '{field}': {error.instance!r} is not allowed; expected one of {error.validator_value}"
+    return f"config field '{field}': {error.message}"
+
+
+def validate_config(config: dict, schema_path: str) -> dict:
+    """Validate ``config`` in place against the schema at ``schema_path``; raise :class:`ConfigError`."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(_explain(e) for e in errors))
+    try:
+        validate(config, schema_path)  # fills schema defaults
+    except WorkflowError as e:  # not expected after the check above; keep Snakemake's message if it happens
+        raise ConfigError(f"invalid config: {e}") from None
+    return config

@@ -1,0 +1,136 @@
+"""Job entry points: each reads its input files, calls the library, and writes its outputs and one result file.
+
+Rules in ``workflow/rules/*.smk`` call these through ``workflow/scripts/job.py`` (which dispatches on the rule
+name), so the .smk files only wire files and parameters. Arguments are Snakemake's named lists (attribute
+access) or any object with the same attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+
+import numpy as np
+
+from .dataset import Sample, SyntheticSpec, generate_sample, read_manifest
+from .errors import VideoError
+from .redundancy import PatchEmbedder, keep_mask
+from .store import JobResult, atomic_write, collect, read_result
+from .video import FrameSampling, decode_frames
+
+
+def _write_sample(sample: Sample, path: str, rule: str, params: dict) -> None:
+    result = JobResult(rule=rule, params=params)
+    result.add("samples", sample.to_row())
+    result.write(path)
+
+
+def synthesize_sample(input, output, params, wildcards) -> None:
+    spec = SyntheticSpec.from_config(params.synthetic, seed=params.seed)
+    index = spec.sample_ids().index(wildcards.sample)
+    sample = generate_sample(spec, index, output.video)
+    _write_sample(sample, output.sample, "synthesize_sample", {"synthetic": params.synthetic, "seed": params.seed})
+
+
+def manifest_sample(input, output, params, wildcards) -> None:
+    (sample,) = [s for s in read_manifest(input.manifest) if s.sample_id == wildcards.sample]
+    _write_sample(sample, output.sample, "manifest_sample", {"manifest": input.manifest})
+
+
+def _save_npz(path: str, **arrays: np.ndarray) -> None:
+    with atomic_write(path, "wb", suffix=".npz") as f:
+        np.savez(f, **arrays)
+
+
+def extract_frames(input, output, params, wildcards) -> None:
+    """Decode the sample's video. A video that cannot be used is recorded in ``failures`` and leaves an empty
+    frames file (0 frames), so the other samples go on and downstream jobs know to skip this one."""
+    sample = read_result(input.sample)["tables"]["samples"][0]
+    sampling = FrameSampling.from_config(params.frames)
+    result = JobResult(rule="extract_frames", params=params.frames)
+    t0 = time.perf_counter()
+    try:
+        video = decode_frames(sample["video_path"], sampling)
+    except VideoError as e:
+        result.add("failures", {"sample_id": sample["sample_id"], "stage": "extract_frames", "path": e.path,
+                                "kind": e.kind, "reason": e.reason})
+        h, w = sampling.size
+        _save_npz(output.frames, frames=np.zeros((0, h, w, 3), np.uint8), timestamps=np.zeros(0))
+        result.write(output.result)
+        return
+    decode_s = time.perf_counter() - t0
+    motion = np.zeros(len(video.frames))
+    motion[1:] = np.abs(np.diff(video.frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
+    _save_npz(output.frames, frames=video.frames, timestamps=video.timestamps)
+    result.add("videos", {"sample_id": sample["sample_id"], "container": video.container, "codec": video.codec,
+                          "source_width": video.source_width, "source_height": video.source_height,
+                          "total_frames": video.total_frames, "duration_s": video.duration_s,
+                          "sampled_frames": len(video.frames), "decode_s": decode_s})
+    result.add("frames", *[
+        {"sample_id": sample["sample_id"], "frame_index": i, "source_index": int(video.source_indices[i]),
+         "timestamp_s": float(video.timestamps[i]), "height": sampling.size[0], "width": sampling.size[1],
+         "motion": float(motion[i])}
+        for i in range(len(video.frames))
+    ])
+    result.write(output.result)
+
+
+def reduce_redundancy(input, output, params, wildcards) -> None:
+    """Masks of one pre-LLM method at every pruning rate ``q`` for one sample (``q=<q>`` keys in the npz)."""
+    method, sample_id = wildcards.method, wildcards.sample
+    result = JobResult(rule="reduce_redundancy", params={"method": method, **params.redundancy})
+    with np.load(input.frames) as data:
+        frames = data["frames"]
+    masks = {}
+    if len(frames):  # 0 frames: extraction failed and is already recorded in `failures`
+        cfg = params.redundancy
+        grid = PatchEmbedder(cfg["patch_size"], cfg["embed_dim"], seed=params.seed)(frames)
+        t, h, w = grid.shape
+        seed = zlib.crc32(f"{params.seed}:{sample_id}".encode())
+        for q in cfg["q"]:
+            t0 = time.perf_counter()
+            mask = keep_mask(method, grid, q, seed=seed)
+            time_ms = (time.perf_counter() - t0) * 1e3
+            masks[f"q={q}"] = mask.numpy()
+            kept = int(mask.sum())
+            result.add("visual_reduction", {
+                "sample_id": sample_id, "method": method, "q": float(q), "frames": t, "grid_h": h, "grid_w": w,
+                "tokens_total": t * h * w, "tokens_kept": kept, "kept_fraction": kept / (t * h * w),
+                "kept_per_frame": mask.sum(dim=(1, 2)).tolist(), "time_ms": time_ms})
+    _save_npz(output.masks, **masks)
+    result.write(output.result)
+
+
+def collect_results(input, output, params, wildcards) -> None:
+    counts = collect(list(input.results), output.database, params.config)
+    print(json.dumps(counts, indent=1))
+
+
+def render_report(input, output, params, wildcards) -> None:
+    from .report import render
+
+    render(input.database, output.html)
+
+
+JOBS = {
+    "synthesize_sample": synthesize_sample,
+    "manifest_sample": manifest_sample,
+    "extract_frames": extract_frames,
+    "reduce_redundancy": reduce_redundancy,
+    "collect": collect_results,
+    "report": render_report,
+}
+
+
+def run_from_snakemake(smk) -> None:
+    """Run the job for ``smk.rule`` with stdout/stderr going to the rule's log file."""
+    import contextlib
+    import traceback
+
+    with open(smk.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            JOBS[smk.rule](smk.input, smk.output, smk.params, smk.wildcards)
+        except Exception:
+            traceback.print_exc()
+            raise

@@ -1,0 +1,95 @@
+"""Render ``reports/<study>/index.html`` from a study's DuckDB file.
+
+Every table in the page is the result of a query printed beside it, so each number can be traced and re-run
+(``duckdb results/<study>/study.duckdb "<query>"``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+import duckdb
+import jinja2
+import yaml
+
+from ..store import atomic_write
+from .svg import line_chart
+
+
+@dataclass
+class Table:
+    title: str
+    sql: str
+    columns: list[str]
+    rows: list[tuple]
+    empty: str = "no rows"
+
+
+QUERIES = {
+    "dataset": """
+SELECT source, split, qtype, count(*) AS samples,
+       string_agg(DISTINCT answer, ', ' ORDER BY answer) AS answers
+FROM samples GROUP BY ALL ORDER BY ALL""",
+    "videos": """
+SELECT v.sample_id, v.container, v.codec, v.source_width || 'x' || v.source_height AS source_size,
+       v.total_frames, round(v.duration_s, 2) AS duration_s, v.sampled_frames,
+       round(avg(f.motion), 3) AS mean_motion, round(v.decode_s * 1000, 1) AS decode_ms
+FROM videos v JOIN frames f USING (sample_id)
+GROUP BY ALL ORDER BY v.sample_id""",
+    "reduction": """
+SELECT method, q, count(*) AS samples, round(avg(tokens_total), 1) AS tokens_total,
+       round(avg(tokens_kept), 1) AS tokens_kept, round(avg(kept_fraction), 4) AS kept_fraction,
+       round(min(kept_fraction), 4) AS min_kept, round(max(kept_fraction), 4) AS max_kept,
+       round(avg(time_ms), 2) AS time_ms
+FROM visual_reduction GROUP BY method, q ORDER BY method, q""",
+    "failures": """
+SELECT sample_id, stage, kind, reason, path FROM failures ORDER BY sample_id, stage""",
+    "runs": """
+SELECT rule, count(*) AS jobs, round(sum(duration_s), 2) AS total_s, round(max(duration_s), 2) AS max_s
+FROM runs GROUP BY rule ORDER BY rule""",
+}
+
+
+def _table(con: duckdb.DuckDBPyConnection, title: str, key: str, empty: str = "no rows") -> Table:
+    cur = con.execute(QUERIES[key])
+    return Table(title, QUERIES[key].strip(), [d[0] for d in cur.description], cur.fetchall(), empty)
+
+
+def render(database: str, html_path: str) -> None:
+    con = duckdb.connect(database, read_only=True)
+    try:
+        study, config_hash, seed, config = con.execute(
+            "SELECT study, config_hash, seed, config FROM study").fetchall()[0]
+        config = json.loads(config)
+        versions = con.execute("SELECT versions FROM runs ORDER BY finished_at DESC LIMIT 1").fetchall()
+        tables = {
+            "dataset": _table(con, "Samples per source, split and question type", "dataset"),
+            "videos": _table(con, "Videos and extracted frames", "videos", "no video was decoded"),
+            "reduction": _table(con, "Kept visual tokens per method and pruning rate q", "reduction"),
+            "failures": _table(con, "Failures", "failures", "no failures"),
+            "runs": _table(con, "Jobs per rule", "runs"),
+        }
+        series: dict[str, list[tuple[float, float]]] = {}
+        for method, q, frac in con.execute(
+            "SELECT method, q, avg(kept_fraction) FROM visual_reduction GROUP BY ALL ORDER BY ALL").fetchall():
+            series.setdefault(method, []).append((q, frac))
+        n_samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+    finally:
+        con.close()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.files("hybridreduce.report") / "templates")),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("index.html").render(
+        study=study, config_hash=config_hash, seed=seed, n_samples=n_samples,
+        config_yaml=yaml.safe_dump(config, sort_keys=False),
+        versions=json.loads(versions[0][0]) if versions else {},
+        tables=tables,
+        kept_chart=line_chart(series, "q (pruning rate)", "kept fraction"),
+        css=(resources.files("hybridreduce.report") / "templates" / "style.css").read_text(),
+    )
+    with atomic_write(html_path) as f:
+        f.write(html)

@@ -1,0 +1,52 @@
+"""Small inline-SVG charts, so the report needs no JavaScript, CDN or plotting dependency."""
+
+from __future__ import annotations
+
+from html import escape
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def line_chart(
+    series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, width: int = 520, height: int = 300
+) -> str:
+    """One polyline with point markers per series; each marker carries a ``<title>`` tooltip with its value."""
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        return ""
+    pad_l, pad_r, pad_t, pad_b = 56, 130, 14, 42
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(0.0, min(ys)), max(ys) * 1.05 or 1.0
+    x1 = x1 if x1 > x0 else x0 + 1
+
+    def sx(x):
+        return pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)
+
+    def sy(y):
+        return height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="{escape(ylabel)} vs {escape(xlabel)}" class="chart">']
+    for i in range(5):  # y grid and ticks
+        y = y0 + (y1 - y0) * i / 4
+        out.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" class="grid"/>'
+                   f'<text x="{pad_l - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.2g}</text>')
+    for x in sorted(set(xs)):
+        out.append(f'<text x="{sx(x):.1f}" y="{height - pad_b + 16}" text-anchor="middle">{x:g}</text>')
+    out.append(f'<text x="{(pad_l + width - pad_r) / 2}" y="{height - 6}" text-anchor="middle">{escape(xlabel)}</text>')
+    out.append(f'<text transform="translate(14 {(height - pad_b) / 2}) rotate(-90)" text-anchor="middle">'
+               f"{escape(ylabel)}</text>")
+    for i, (name, pts) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        pts = sorted(pts)
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y in pts:
+            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{colour}">'
+                       f"<title>{escape(name)}: {xlabel}={x:g}, {ylabel}={y:.4g}</title></circle>")
+        ly = pad_t + 14 + 18 * i
+        out.append(f'<rect x="{width - pad_r + 12}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
+                   f'<text x="{width - pad_r + 30}" y="{ly - 4}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)

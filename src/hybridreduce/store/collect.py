@@ -1,0 +1,66 @@
+"""Load every job's result file into one DuckDB file, idempotently and atomically.
+
+The database is rebuilt from scratch from the result files each time (same inputs -> same rows), written to a
+temporary file and renamed over the old one, so readers never see a half-loaded database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import duckdb
+
+from .results import canonical_hash, read_result
+from .schema import TABLES, create_statement
+
+
+def _load_table(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], scratch: str) -> None:
+    if not rows:
+        return
+    path = os.path.join(scratch, f"{table}.ndjson")
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    columns = "{" + ", ".join(f"'{n}': '{t}'" for n, t, _ in TABLES[table]) + "}"
+    names = ", ".join(f'"{n}"' for n, _, _ in TABLES[table])
+    con.execute(
+        f'INSERT INTO "{table}" SELECT {names} FROM read_json(?, format = \'newline_delimited\', '
+        f"columns = {columns})",
+        [path],
+    )
+
+
+def collect(result_paths: list[str], database: str, config: dict) -> dict[str, int]:
+    """Build ``database`` from ``result_paths`` (the study's job result files) and the study ``config``.
+
+    Returns the row count per table.
+    """
+    rows: dict[str, list[dict]] = {t: [] for t in TABLES}
+    rows["study"].append(
+        {"study": config["study"], "config_hash": canonical_hash(config), "seed": config["seed"], "config": config}
+    )
+    for path in sorted(result_paths):
+        data = read_result(path)
+        for table, table_rows in data["tables"].items():
+            if table not in TABLES:
+                raise ValueError(f"{path}: unknown table '{table}' (known: {', '.join(TABLES)})")
+            rows[table].extend(table_rows)
+        meta = data["meta"]
+        rows["runs"].append({"output": path, **{c: meta[c] for c, _, _ in TABLES["runs"] if c != "output"}})
+
+    folder = os.path.dirname(os.path.abspath(database))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".collect.") as scratch:
+        tmp_db = os.path.join(scratch, "study.duckdb")
+        con = duckdb.connect(tmp_db)
+        try:
+            for table in TABLES:
+                con.execute(create_statement(table))
+                _load_table(con, table, rows[table], scratch)
+            counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in TABLES}
+        finally:
+            con.close()
+        os.replace(tmp_db, database)
+    return counts

@@ -1,0 +1,89 @@
+"""DuckDB tables of a study: name -> ordered (column, type, description). The README's table reference is
+generated from this list (``python -m hybridreduce tables``), so code and documentation cannot drift."""
+
+from __future__ import annotations
+
+TABLES: dict[str, list[tuple[str, str, str]]] = {
+    "study": [
+        ("study", "VARCHAR", "study name (config key `study`)"),
+        ("config_hash", "VARCHAR", "sha256 of the canonical JSON of the full validated config"),
+        ("seed", "BIGINT", "global seed"),
+        ("config", "JSON", "the full validated config"),
+    ],
+    "samples": [
+        ("sample_id", "VARCHAR", "unique id of one video + question"),
+        ("split", "VARCHAR", "train / val / test"),
+        ("source", "VARCHAR", "`synthetic` or `manifest`"),
+        ("video_path", "VARCHAR", "video file the sample points at"),
+        ("question", "VARCHAR", "question text"),
+        ("options", "VARCHAR[]", "answer options, option A first"),
+        ("answer", "VARCHAR", "letter of the correct option"),
+        ("qtype", "VARCHAR", "question type (synthetic: colour, location, count, order)"),
+        ("events", "JSON", "synthetic ground truth: shape, colour, quadrant, start_s, end_s per event"),
+    ],
+    "videos": [
+        ("sample_id", "VARCHAR", "sample the video belongs to"),
+        ("container", "VARCHAR", "container format as PyAV names it"),
+        ("codec", "VARCHAR", "video codec"),
+        ("source_width", "INTEGER", "decoded width before resizing"),
+        ("source_height", "INTEGER", "decoded height before resizing"),
+        ("total_frames", "INTEGER", "frames in the video (counted by demuxing)"),
+        ("duration_s", "DOUBLE", "span of the video stream"),
+        ("sampled_frames", "INTEGER", "frames extracted"),
+        ("decode_s", "DOUBLE", "wall time of extraction"),
+    ],
+    "frames": [
+        ("sample_id", "VARCHAR", "sample"),
+        ("frame_index", "INTEGER", "position among the extracted frames (0..T-1)"),
+        ("source_index", "INTEGER", "position among all frames of the video"),
+        ("timestamp_s", "DOUBLE", "presentation time from the start of the stream"),
+        ("height", "INTEGER", "extracted frame height"),
+        ("width", "INTEGER", "extracted frame width"),
+        ("motion", "DOUBLE", "mean |ΔRGB| to the previous extracted frame (0 for frame 0)"),
+    ],
+    "visual_reduction": [
+        ("sample_id", "VARCHAR", "sample"),
+        ("method", "VARCHAR", "pre-LLM method (registry name)"),
+        ("q", "DOUBLE", "pruning rate asked for"),
+        ("frames", "INTEGER", "T"),
+        ("grid_h", "INTEGER", "h (tokens per column)"),
+        ("grid_w", "INTEGER", "w (tokens per row)"),
+        ("tokens_total", "INTEGER", "N = T*h*w"),
+        ("tokens_kept", "INTEGER", "tokens the method keeps"),
+        ("kept_fraction", "DOUBLE", "tokens_kept / tokens_total (the budget)"),
+        ("kept_per_frame", "INTEGER[]", "tokens kept in each frame"),
+        ("time_ms", "DOUBLE", "wall time of computing the mask"),
+    ],
+    "failures": [
+        ("sample_id", "VARCHAR", "sample that failed"),
+        ("stage", "VARCHAR", "rule in which it failed"),
+        ("path", "VARCHAR", "file involved"),
+        ("kind", "VARCHAR", "missing, unreadable, corrupt, no_video_stream, zero_frames, too_short, truncated"),
+        ("reason", "VARCHAR", "human-readable reason"),
+    ],
+    "runs": [
+        ("rule", "VARCHAR", "Snakemake rule of the job"),
+        ("output", "VARCHAR", "the job's result file"),
+        ("started_at", "TIMESTAMPTZ", "job start (UTC)"),
+        ("finished_at", "TIMESTAMPTZ", "job end (UTC)"),
+        ("duration_s", "DOUBLE", "job wall time"),
+        ("host", "VARCHAR", "machine that ran the job"),
+        ("params_hash", "VARCHAR", "sha256 of the job's parameters"),
+        ("versions", "JSON", "python and package versions used by the job"),
+    ],
+}
+
+
+def create_statement(table: str) -> str:
+    cols = ", ".join(f'"{name}" {typ}' for name, typ, _ in TABLES[table])
+    return f'CREATE TABLE "{table}" ({cols})'
+
+
+def markdown_reference() -> str:
+    """The table reference as Markdown (pasted into the README)."""
+    out = []
+    for table, cols in TABLES.items():
+        out.append(f"**`{table}`**\n\n| column | type | meaning |\n| --- | --- | --- |")
+        out.extend(f"| `{n}` | {t} | {d} |" for n, t, d in cols)
+        out.append("")
+    return "\n".join(out)

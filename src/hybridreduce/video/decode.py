@@ -1,0 +1,198 @@
+"""Frame extraction with PyAV.
+
+Two passes over the file: a demux pass reads every video packet's timestamp (cheap, no decoding) so the frame
+count and times are exact even for containers that report no frame count (mkv/webm); the decode pass then
+converts only the selected frames. Every problem is raised as :class:`~hybridreduce.errors.VideoError` with a
+``kind`` and a reason, so the workflow can record it and go on with the other samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import av
+import numpy as np
+
+from ..errors import VideoError
+
+# A video whose last packet ends this far before the duration its header declares is reported as truncated.
+TRUNCATION_TOLERANCE = 0.9
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames to take.
+
+    ``uniform``: ``num_frames`` indices spread over the whole video, ``linspace(0, n - 1, num_frames)`` floored
+    (the lmms-eval / decord convention; first and last frame included). ``fps``: one frame per ``1 / fps``
+    seconds (nearest frame), capped at ``max_frames`` by uniform subsampling.
+    """
+
+    mode: Literal["uniform", "fps"] = "uniform"
+    num_frames: int = 16
+    fps: float | None = None
+    max_frames: int | None = None
+    size: tuple[int, int] = (224, 224)  # (height, width) of returned frames
+    resize: Literal["crop", "stretch"] = "crop"
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "FrameSampling":
+        return cls(
+            mode=cfg.get("sampling", "uniform"),
+            num_frames=int(cfg.get("num_frames", 16)),
+            fps=cfg.get("fps"),
+            max_frames=cfg.get("max_frames"),
+            size=(int(cfg["size"][0]), int(cfg["size"][1])),
+            resize=cfg.get("resize", "crop"),
+        )
+
+
+@dataclass
+class DecodedVideo:
+    """Sampled frames of one video.
+
+    Attributes:
+        frames: ``(T, H, W, 3)`` uint8 RGB.
+        timestamps: ``(T,)`` float64 seconds from the start of the stream.
+        source_indices: ``(T,)`` int64 index of each frame among all frames in presentation order.
+        total_frames: number of frames in the video (counted, not read from the header).
+        duration_s: span of the video stream in seconds.
+    """
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    source_indices: np.ndarray
+    total_frames: int
+    duration_s: float
+    container: str
+    codec: str
+    source_width: int
+    source_height: int
+
+
+def _open(path: str):
+    if not os.path.exists(path):
+        raise VideoError("missing", path, "file does not exist")
+    if not os.access(path, os.R_OK):
+        raise VideoError("unreadable", path, "file is not readable (permissions)")
+    try:
+        return av.open(path)
+    except av.FFmpegError as e:
+        raise VideoError("corrupt", path, f"cannot open container: {e}") from None
+
+
+def _frame_times(path: str) -> tuple[np.ndarray, float, float | None]:
+    """Demux pass. Returns sorted presentation timestamps (stream time-base units as float seconds), the stream
+    start time in seconds and the duration the header declares (or None)."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise VideoError("no_video_stream", path, "container has no video stream")
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        declared = None
+        if stream.duration:
+            declared = stream.duration * tb
+        elif container.duration:
+            declared = container.duration / av.time_base
+        pts = []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size > 0:
+                    pts.append(packet.pts)
+        except av.FFmpegError as e:
+            raise VideoError("corrupt", path, f"demuxing failed after {len(pts)} packets: {e}") from None
+        start = stream.start_time * tb if stream.start_time is not None else 0.0
+    times = np.sort(np.asarray(pts, dtype=np.float64)) * tb
+    return times, start, declared
+
+
+def _select(times: np.ndarray, sampling: FrameSampling, path: str) -> np.ndarray:
+    n = len(times)
+    if sampling.mode == "uniform":
+        if n < sampling.num_frames:
+            raise VideoError(
+                "too_short", path, f"video has {n} frames, fewer than num_frames={sampling.num_frames}"
+            )
+        return np.linspace(0, n - 1, sampling.num_frames, dtype=np.int64)
+    # fps: nearest frame to each tick of a 1/fps clock starting at the first frame
+    ticks = np.arange(times[0], times[-1] + 1e-9, 1.0 / sampling.fps)
+    right = np.clip(np.searchsorted(times, ticks), 1, n - 1) if n > 1 else np.zeros(len(ticks), np.int64)
+    left = np.maximum(right - 1, 0)
+    nearest = np.where(np.abs(times[right] - ticks) < np.abs(ticks - times[left]), right, left)
+    idx = np.unique(nearest)
+    if sampling.max_frames and len(idx) > sampling.max_frames:
+        idx = idx[np.linspace(0, len(idx) - 1, sampling.max_frames, dtype=np.int64)]
+    return idx
+
+
+def _scaled_size(src_w: int, src_h: int, sampling: FrameSampling) -> tuple[int, int]:
+    out_h, out_w = sampling.size
+    if sampling.resize == "stretch":
+        return out_w, out_h
+    scale = max(out_w / src_w, out_h / src_h)  # cover the target, then centre-crop
+    return max(out_w, round(src_w * scale)), max(out_h, round(src_h * scale))
+
+
+def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
+    """Decode the frames of ``path`` selected by ``sampling``, resized to ``sampling.size``.
+
+    Raises:
+        VideoError: missing/unreadable file, corrupt data, no video stream, zero frames, fewer frames than
+            asked, or a stream that ends well before its declared duration (truncated).
+    """
+    times, start, declared = _frame_times(path)
+    if len(times) == 0:
+        raise VideoError("zero_frames", path, "video stream has no frames")
+    frame_step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    span = times[-1] - times[0] + frame_step
+    if declared and span < TRUNCATION_TOLERANCE * declared:
+        raise VideoError("truncated", path, f"frames cover {span:.2f} s of the declared {declared:.2f} s")
+    selected = _select(times, sampling, path)
+    # Map presentation time -> output slots (a frame can fill several slots only if indices repeat).
+    wanted: dict[int, list[int]] = {}
+    for slot, i in enumerate(selected):
+        wanted.setdefault(int(i), []).append(slot)
+    out_h, out_w = sampling.size
+    frames = np.empty((len(selected), out_h, out_w, 3), dtype=np.uint8)
+    filled = 0
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = float(stream.time_base)
+        codec = stream.codec_context.name
+        src_w, src_h = stream.codec_context.width, stream.codec_context.height
+        scaled_w, scaled_h = _scaled_size(src_w, src_h, sampling)
+        top, left = (scaled_h - out_h) // 2, (scaled_w - out_w) // 2
+        last = int(selected.max())
+        try:
+            for order, frame in enumerate(container.decode(stream)):
+                # Frames come out in presentation order; map by pts where present, else by position.
+                i = int(np.searchsorted(times, frame.pts * tb - 1e-9)) if frame.pts is not None else order
+                if i in wanted:
+                    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
+                    crop = rgb[top : top + out_h, left : left + out_w]
+                    for slot in wanted.pop(i):
+                        frames[slot] = crop
+                        filled += 1
+                if i >= last and not wanted:
+                    break
+        except av.FFmpegError as e:
+            raise VideoError("corrupt", path, f"decoding failed after {filled} of {len(selected)} frames: {e}") from None
+        container_name = container.format.name
+    if wanted:
+        raise VideoError(
+            "corrupt", path, f"only {filled} of {len(selected)} selected frames could be decoded"
+        )
+    return DecodedVideo(
+        frames=frames,
+        timestamps=times[selected] - start,
+        source_indices=selected.astype(np.int64),
+        total_frames=len(times),
+        duration_s=float(span),
+        container=container_name,
+        codec=codec,
+        source_width=src_w,
+        source_height=src_h,
+    )
