@@ -6,7 +6,7 @@ import os
 from snakemake.utils import min_version
 
 from hybridreduce.config import validate_config
-from hybridreduce.dataset import study_samples
+from hybridreduce.dataset import read_manifest, study_samples
 
 min_version("9.0")
 

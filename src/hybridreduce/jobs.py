@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from .dataset import Sample, SyntheticSpec, generate_sample, read_manifest
+from .dataset import Sample, SyntheticSpec, generate_sample
 from .errors import VideoError
 from .redundancy import PatchEmbedder, keep_mask
 from .store import JobResult, atomic_write, collect, read_result
@@ -34,8 +34,7 @@ def synthesize_sample(input, output, params, wildcards) -> None:
 
 
 def manifest_sample(input, output, params, wildcards) -> None:
-    (sample,) = [s for s in read_manifest(input.manifest) if s.sample_id == wildcards.sample]
-    _write_sample(sample, output.sample, "manifest_sample", {"manifest": input.manifest})
+    _write_sample(Sample(**params.sample), output.sample, "manifest_sample", params.sample)
 
 
 def _save_npz(path: str, **arrays: np.ndarray) -> None:

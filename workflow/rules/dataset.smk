@@ -14,20 +14,25 @@ if config["dataset"]["source"] == "synthetic":
             f"{RESULTS}/benchmarks/synthesize_sample/{{sample}}.tsv"
         resources:
             mem_mb=500,
+        conda:
+            "../../envs/cpu.yaml"
         script:
             "../scripts/job.py"
 
 else:
+    MANIFEST_ROWS = {s.sample_id: s.to_row() for s in read_manifest(config["dataset"]["manifest"])}
 
     rule manifest_sample:
         output:
             sample=f"{RESULTS}/dataset/samples/{{sample}}.json",
         params:
-            # The manifest path alone: editing one row must not rerun every sample (read and validated at start-up).
-            manifest=config["dataset"]["manifest"],
+            # The row itself, not the manifest file: editing one row reruns that sample only.
+            sample=lambda wildcards: MANIFEST_ROWS[wildcards.sample],
         log:
             f"{RESULTS}/logs/manifest_sample/{{sample}}.log",
         resources:
             mem_mb=200,
+        conda:
+            "../../envs/cpu.yaml"
         script:
             "../scripts/job.py"

@@ -20,5 +20,7 @@ rule extract_frames:
         f"{RESULTS}/benchmarks/extract_frames/{{sample}}.tsv"
     resources:
         mem_mb=1000,
+    conda:
+        "../../envs/cpu.yaml"
     script:
         "../scripts/job.py"

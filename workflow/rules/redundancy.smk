@@ -15,5 +15,7 @@ rule reduce_redundancy:
         f"{RESULTS}/benchmarks/reduce_redundancy/{{method}}/{{sample}}.tsv"
     resources:
         mem_mb=1000,
+    conda:
+        "../../envs/cpu.yaml"
     script:
         "../scripts/job.py"

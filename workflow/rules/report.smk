@@ -12,5 +12,7 @@ rule report:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
+    conda:
+        "../../envs/cpu.yaml"
     script:
         "../scripts/job.py"

@@ -21,5 +21,7 @@ rule collect:
         f"{RESULTS}/logs/collect.log",
     benchmark:
         f"{RESULTS}/benchmarks/collect.tsv"
+    conda:
+        "../../envs/cpu.yaml"
     script:
         "../scripts/job.py"

@@ -72,6 +72,10 @@ class DecodedVideo:
     source_height: int
 
 
+def _why(e: av.FFmpegError) -> str:
+    return e.strerror or str(e)
+
+
 def _open(path: str):
     if not os.path.exists(path):
         raise VideoError("missing", path, "file does not exist")
@@ -79,8 +83,10 @@ def _open(path: str):
         raise VideoError("unreadable", path, "file is not readable (permissions)")
     try:
         return av.open(path)
+    except av.EOFError:
+        raise VideoError("truncated", path, "file ends before its container header/index is complete") from None
     except av.FFmpegError as e:
-        raise VideoError("corrupt", path, f"cannot open container: {e}") from None
+        raise VideoError("corrupt", path, f"cannot open container: {_why(e)}") from None
 
 
 def _frame_times(path: str) -> tuple[np.ndarray, float, float | None]:
@@ -102,7 +108,7 @@ def _frame_times(path: str) -> tuple[np.ndarray, float, float | None]:
                 if packet.pts is not None and packet.size > 0:
                     pts.append(packet.pts)
         except av.FFmpegError as e:
-            raise VideoError("corrupt", path, f"demuxing failed after {len(pts)} packets: {e}") from None
+            raise VideoError("corrupt", path, f"demuxing failed after {len(pts)} packets: {_why(e)}") from None
         start = stream.start_time * tb if stream.start_time is not None else 0.0
     times = np.sort(np.asarray(pts, dtype=np.float64)) * tb
     return times, start, declared
@@ -179,7 +185,9 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
                 if i >= last and not wanted:
                     break
         except av.FFmpegError as e:
-            raise VideoError("corrupt", path, f"decoding failed after {filled} of {len(selected)} frames: {e}") from None
+            raise VideoError(
+                "corrupt", path, f"decoding failed after {filled} of {len(selected)} frames: {_why(e)}"
+            ) from None
         container_name = container.format.name
     if wanted:
         raise VideoError(

@@ -1,0 +1,107 @@
+"""Shared helpers: real video files written with PyAV and real Snakemake runs in temporary directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import yaml
+
+from hybridreduce.video import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ramp_frames(n: int, h: int = 64, w: int = 64, step: int = 8) -> list[np.ndarray]:
+    """Frames whose grey level encodes their index (``step * i``), to check which frames were decoded."""
+    return [np.full((h, w, 3), min(255, step * i), np.uint8) for i in range(n)]
+
+
+def write_zero_frame_video(path: str) -> None:
+    """A complete Matroska file with a video track that holds no frames (and an audio track that does)."""
+    with av.open(path, "w", format="matroska") as c:
+        v = c.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
+        a = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*a.encode(frame), *a.encode(None)]:
+            c.mux(packet)
+
+
+def write_bad_media(folder: Path) -> dict[str, tuple[Path, str]]:
+    """One file per failure kind: name -> (path, expected kind)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = folder / "good_source.mp4"
+    write_video(str(good), ramp_frames(20), fps=10)
+    data = good.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (folder / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    write_zero_frame_video(str(folder / "zero.mkv"))
+    write_video(str(folder / "short.mp4"), ramp_frames(3), fps=10)
+    return {
+        "truncated": (folder / "truncated.mp4", "truncated"),
+        "corrupt": (folder / "corrupt.mp4", "corrupt"),
+        "zero": (folder / "zero.mkv", "zero_frames"),
+        "short": (folder / "short.mp4", "too_short"),
+        "missing": (folder / "does_not_exist.mp4", "missing"),
+    }
+
+
+def tiny_config(study: str = "tiny", **overrides) -> dict:
+    """A small study: 4 synthetic videos, 8 frames of 56x56, two methods, two pruning rates."""
+    cfg = {
+        "study": study,
+        "seed": 0,
+        "dataset": {
+            "source": "synthetic",
+            "synthetic": {"num_videos": 4, "duration_s": 6.0, "fps": 4, "width": 64, "height": 64,
+                          "event_duration_s": 1.5},
+        },
+        "frames": {"sampling": "uniform", "num_frames": 8, "size": [56, 56]},
+        "redundancy": {"methods": ["evs", "random"], "q": [0.5, 0.75], "patch_size": 14, "embed_dim": 16},
+    }
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def run_snakemake(workdir: Path, config: dict | None = None, *args: str, check: bool = True):
+    """Run the real workflow in ``workdir`` (config written to ``workdir/config.yaml``)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+    if config is not None:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", "config.yaml"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run([*cmd, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into rule -> job count."""
+    counts, in_table = {}, False
+    for line in dry_run_output.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table and len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+        elif in_table and parts and parts[0] == "total":
+            break
+    return counts
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """The tiny study run once for the session; tests that change it work on a copy."""
+    workdir = tmp_path_factory.mktemp("tiny_study")
+    run_snakemake(workdir, tiny_config())
+    return workdir

@@ -1,0 +1,106 @@
+"""Pre-LLM redundancy reduction: EVS against transformers' own implementation, and the other registry methods."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import compute_retention_mask
+
+from hybridreduce.dataset import SyntheticSpec, generate_sample
+from hybridreduce.errors import ConfigError
+from hybridreduce.redundancy import REGISTRY, PatchEmbedder, TokenGrid, evs_retained_count, keep_mask
+from hybridreduce.video import FrameSampling, decode_frames
+
+
+def reference_evs_mask(embeddings: torch.Tensor, q: float) -> torch.Tensor:
+    """transformers' nemotron_h_omni EVS on the same embeddings (no spatial merge), reshaped to (T, h, w)."""
+    t, h, w, d = embeddings.shape
+    flat = embeddings.reshape(t * h * w, d)
+    return compute_retention_mask(video_embeds=flat, thw=(t, h, w), spatial_merge_size=1, q=q).view(t, h, w)
+
+
+@pytest.fixture(scope="module")
+def decoded_grid(tmp_path_factory) -> TokenGrid:
+    """Tokens of a real synthetic benchmark video: mostly static, so many near-ties in dissimilarity."""
+    path = tmp_path_factory.mktemp("evs") / "video.mp4"
+    generate_sample(SyntheticSpec(num_videos=1, duration_s=8, fps=4), 0, str(path))
+    frames = decode_frames(str(path), FrameSampling(num_frames=16, size=(112, 112))).frames
+    return PatchEmbedder(patch_size=14, dim=32, seed=3)(frames)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.3, 0.5, 0.75, 0.9, 0.99])
+def test_evs_mask_equals_transformers_nemotron_h_omni(decoded_grid, q):
+    ours = keep_mask("evs", decoded_grid, q)
+    assert torch.equal(ours, reference_evs_mask(decoded_grid.embeddings, q))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5), (6, 4, 4), (9, 2, 7)])
+def test_evs_mask_equals_reference_with_exact_ties(shape):
+    gen = torch.Generator().manual_seed(0)
+    e = torch.randn(*shape, 8, generator=gen)
+    e[2:4] = e[1:2]  # repeated frames: many dissimilarities are exactly 0, so tie-breaking matters
+    grid = TokenGrid(embeddings=e)
+    for q in (0.25, 0.6, 0.95):
+        assert torch.equal(keep_mask("evs", grid, q), reference_evs_mask(e, q))
+
+
+def test_evs_keeps_first_frame_and_the_count_formula(decoded_grid):
+    t, h, w = decoded_grid.shape
+    mask = keep_mask("evs", decoded_grid, 0.9)
+    assert mask[0].all()
+    assert int(mask.sum()) == max(h * w, int(t * h * w * 0.1)) == evs_retained_count(t, h, w, 0.9)
+
+
+def test_evs_pixel_drops_static_patches_and_keeps_motion():
+    frames = np.full((6, 56, 56, 3), 100, np.uint8)
+    for t in range(6):  # a bright square moving right by one patch per frame along the top row of patches
+        frames[t, 0:14, 14 * (t % 4) : 14 * (t % 4) + 14] = 250
+    grid = PatchEmbedder(patch_size=14, dim=8)(frames)
+    mask = keep_mask("evs_pixel", grid, 0.9)
+    assert mask[0].all()
+    for t in range(1, 6):
+        moved = {t % 4, (t - 1) % 4}  # the patch it left and the patch it entered
+        assert {int(j) for j in torch.nonzero(mask[t, 0]).flatten()} == moved
+        assert not mask[t, 1:].any()
+
+
+def test_evs_pixel_drops_the_q_quantile():
+    gen = torch.Generator().manual_seed(1)
+    pixels = torch.rand(10, 4, 4, 12, generator=gen) * 255
+    grid = TokenGrid(embeddings=torch.zeros(10, 4, 4, 2), pixels=pixels)
+    for q in (0.25, 0.5, 0.8):
+        kept_after_first = keep_mask("evs_pixel", grid, q)[1:].float().mean().item()
+        assert kept_after_first == pytest.approx(1 - q, abs=1 / (9 * 16))
+
+
+def test_evs_pixel_refuses_tokens_without_pixels():
+    with pytest.raises(ConfigError, match="evs_pixel"):
+        keep_mask("evs_pixel", TokenGrid(embeddings=torch.zeros(2, 2, 2, 4)), 0.5)
+
+
+@pytest.mark.parametrize("method", ["random", "uniform"])
+def test_controls_keep_exactly_evs_count(decoded_grid, method):
+    t, h, w = decoded_grid.shape
+    for q in (0.5, 0.8):
+        assert int(keep_mask(method, decoded_grid, q, seed=5).sum()) == evs_retained_count(t, h, w, q)
+
+
+def test_random_is_seeded_and_uniform_is_evenly_spaced(decoded_grid):
+    a = keep_mask("random", decoded_grid, 0.5, seed=1)
+    assert torch.equal(a, keep_mask("random", decoded_grid, 0.5, seed=1))
+    assert not torch.equal(a, keep_mask("random", decoded_grid, 0.5, seed=2))
+    kept = torch.nonzero(keep_mask("uniform", decoded_grid, 0.75).flatten()).flatten()
+    gaps = torch.diff(kept)
+    assert int(gaps.max()) - int(gaps.min()) <= 1
+
+
+def test_unknown_method_is_a_config_error(decoded_grid):
+    with pytest.raises(ConfigError, match="unknown method 'fastevs'.*evs, evs_pixel, random, uniform"):
+        keep_mask("fastevs", decoded_grid, 0.5)
+
+
+def test_schema_lists_exactly_the_registered_methods():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    allowed = schema["properties"]["redundancy"]["properties"]["methods"]["items"]["enum"]
+    assert sorted(allowed) == sorted(REGISTRY)

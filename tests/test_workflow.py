@@ -1,0 +1,160 @@
+"""The real workflow, run by Snakemake in temporary directories."""
+
+import json
+import os
+import re
+import shutil
+
+import duckdb
+import yaml
+from conftest import planned_jobs, run_snakemake, tiny_config, write_bad_media
+
+from hybridreduce.store import TABLES, collect
+
+
+def rows(db, sql):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_study_lands_in_duckdb_and_report(tiny_study):
+    db = tiny_study / "results/tiny/study.duckdb"
+    assert rows(db, "SELECT count(*) FROM samples") == [(4,)]
+    assert rows(db, "SELECT count(*), min(sampled_frames) FROM videos") == [(4, 8)]
+    assert rows(db, "SELECT count(*) FROM frames") == [(32,)]
+    # 2 methods x 2 q x 4 samples; 8 frames of 4x4 tokens: EVS keeps max(16, int(128 * (1 - q)))
+    assert rows(db, "SELECT count(*) FROM visual_reduction") == [(16,)]
+    assert rows(db, "SELECT DISTINCT q, tokens_total, tokens_kept FROM visual_reduction ORDER BY q") == [
+        (0.5, 128, 64), (0.75, 128, 32)]
+    assert rows(db, "SELECT count(*) FROM failures") == [(0,)]
+    assert rows(db, "SELECT study, seed FROM study") == [("tiny", 0)]
+    rules = {r for (r,) in rows(db, "SELECT DISTINCT rule FROM runs")}
+    assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy"}
+
+    html = (tiny_study / "reports/tiny/index.html").read_text()
+    for section in ("Methods", "Data", "Visual redundancy reduction", "Failures", "<svg"):
+        assert section in html
+    # offline: no external resource is referenced (the only URL is the SVG namespace)
+    assert set(re.findall(r"https?://[^\s\"'<>]+", html)) <= {"http://www.w3.org/2000/svg"}
+    assert "<script" not in html
+
+
+def test_second_run_does_nothing(tiny_study):
+    proc = run_snakemake(tiny_study, None, "--configfile", "config.yaml", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_dry_run_prints_the_dag(tmp_path):
+    proc = run_snakemake(tmp_path, tiny_config(), "-n")
+    assert planned_jobs(proc.stdout) == {
+        "all": 1, "collect": 1, "extract_frames": 4, "reduce_redundancy": 8, "report": 1, "synthesize_sample": 4}
+    assert not (tmp_path / "results").exists()
+
+
+def test_changing_an_evs_parameter_reruns_only_downstream(tiny_study, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_study, work, symlinks=True)
+    frames = sorted((work / "results/tiny/frames").glob("*.npz"))
+    before = {p: p.stat().st_mtime_ns for p in frames}
+    cfg = tiny_config()
+    cfg["redundancy"]["q"] = [0.5, 0.9]
+    proc = run_snakemake(work, cfg, "-n")
+    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 8, "report": 1}
+    run_snakemake(work, cfg)
+    assert {p: p.stat().st_mtime_ns for p in frames} == before
+    db = work / "results/tiny/study.duckdb"
+    assert rows(db, "SELECT DISTINCT q FROM visual_reduction ORDER BY q") == [(0.5,), (0.9,)]
+
+
+def test_adding_a_method_runs_only_that_method(tiny_study, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_study, work, symlinks=True)
+    cfg = tiny_config()
+    cfg["redundancy"]["methods"] = ["evs", "random", "uniform"]
+    proc = run_snakemake(work, cfg, "-n")
+    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 4, "report": 1}
+
+
+def test_collect_is_idempotent(tiny_study, tmp_path):
+    results = [str(p) for p in (tiny_study / "results/tiny").rglob("*.json")]
+    config = yaml.safe_load((tiny_study / "config.yaml").read_text())
+    first, second = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    collect(results, str(first), config)
+    collect(results, str(first), config)  # twice into the same file
+    collect(list(reversed(results)), str(second), config)
+    for table, cols in TABLES.items():
+        order = ", ".join(f'"{c}"' for c, _, _ in cols)
+        query = f'SELECT * FROM "{table}" ORDER BY {order}'
+        assert rows(first, query) == rows(second, query), table
+        assert table == "failures" or len(rows(first, query)) > 0, table
+
+
+def test_invalid_config_value_is_rejected_with_its_field(tmp_path):
+    cfg = tiny_config()
+    cfg["redundancy"]["q"] = [0.5, -0.1]
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert proc.returncode != 0
+    assert "config field 'redundancy.q[1]': -0.1 is less than the minimum of 0" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+    cfg = tiny_config()
+    cfg["redundancy"]["methods"] = ["evs", "fastevs"]
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert "config field 'redundancy.methods[1]': 'fastevs' is not allowed" in proc.stderr
+    assert "evs_pixel" in proc.stderr  # the allowed values are listed
+
+    cfg = tiny_config()
+    cfg["frames"]["num_frame"] = 8  # typo
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert "config field 'frames'" in proc.stderr and "num_frame" in proc.stderr
+
+
+def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
+    from hybridreduce.video import write_video
+    from conftest import ramp_frames
+
+    media = tmp_path / "videos"
+    bad = write_bad_media(media)
+    write_video(str(media / "mine_a.mp4"), ramp_frames(24), fps=8)
+    write_video(str(media / "mine_b.webm"), ramp_frames(24), fps=8)
+    lines = [{"video": "videos/mine_a.mp4", "question": "Is it bright?", "options": ["yes", "no"], "answer": "A"},
+             {"video": "videos/mine_b.webm", "question": "Is it dark?", "options": ["yes", "no"], "answer": "no"}]
+    lines += [{"video": os.path.relpath(p, tmp_path), "question": "?", "options": ["a", "b"], "answer": "A",
+               "sample_id": name} for name, (p, _) in bad.items()]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    cfg = tiny_config("mine")
+    cfg["dataset"] = {"source": "manifest", "manifest": "manifest.jsonl"}
+    run_snakemake(tmp_path, cfg)
+
+    db = tmp_path / "results/mine/study.duckdb"
+    failures = {sid: (kind, path, reason) for sid, kind, path, reason in
+                rows(db, "SELECT sample_id, kind, path, reason FROM failures WHERE stage = 'extract_frames'")}
+    assert {sid: f[0] for sid, f in failures.items()} == {name: kind for name, (_, kind) in bad.items()}
+    for name, (path, _) in bad.items():
+        assert failures[name][1] == str(path) and failures[name][2]
+    assert rows(db, "SELECT sample_id, answer FROM samples WHERE sample_id LIKE 'mine%' ORDER BY 1") == [
+        ("mine_a", "A"), ("mine_b", "B")]
+    assert rows(db, "SELECT DISTINCT sample_id FROM visual_reduction ORDER BY 1") == [("mine_a",), ("mine_b",)]
+    html = (tmp_path / "reports/mine/index.html").read_text()
+    for name in bad:
+        assert name in html
+
+    # editing one row reruns that sample's chain only
+    lines[1]["question"] = "Is it very dark?"
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    proc = run_snakemake(tmp_path, cfg, "-n")
+    assert planned_jobs(proc.stdout) == {
+        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "report": 1}
+
+
+def test_bad_manifest_is_rejected_before_any_job(tmp_path):
+    (tmp_path / "manifest.csv").write_text("video,question,options,answer\nv.mp4,What?,a|b|c,E\n")
+    cfg = tiny_config("bad")
+    cfg["dataset"] = {"source": "manifest", "manifest": "manifest.csv"}
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert proc.returncode != 0
+    assert "manifest.csv:2: field 'answer' is 'E'; expected a letter A-C" in proc.stderr
+    assert not (tmp_path / "results").exists()
