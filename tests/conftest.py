@@ -22,11 +22,12 @@ def ramp_frames(n: int, h: int = 64, w: int = 64, step: int = 8) -> list[np.ndar
     return [np.full((h, w, 3), min(255, step * i), np.uint8) for i in range(n)]
 
 
-def write_zero_frame_video(path: str) -> None:
-    """A complete Matroska file with a video track that holds no frames (and an audio track that does)."""
+def write_audio_file(path: str, with_empty_video_track: bool) -> None:
+    """One second of silence in Matroska; optionally beside a video track that holds no frames."""
     with av.open(path, "w", format="matroska") as c:
-        v = c.add_stream("libx264", rate=10)
-        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
+        if with_empty_video_track:
+            v = c.add_stream("libx264", rate=10)
+            v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
         a = c.add_stream("aac", rate=16000)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
         frame.sample_rate = 16000
@@ -42,12 +43,14 @@ def write_bad_media(folder: Path) -> dict[str, tuple[Path, str]]:
     data = good.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
     (folder / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
-    write_zero_frame_video(str(folder / "zero.mkv"))
+    write_audio_file(str(folder / "zero.mkv"), with_empty_video_track=True)
+    write_audio_file(str(folder / "audio.mka"), with_empty_video_track=False)
     write_video(str(folder / "short.mp4"), ramp_frames(3), fps=10)
     return {
         "truncated": (folder / "truncated.mp4", "truncated"),
         "corrupt": (folder / "corrupt.mp4", "corrupt"),
         "zero": (folder / "zero.mkv", "zero_frames"),
+        "audio": (folder / "audio.mka", "no_video_stream"),
         "short": (folder / "short.mp4", "too_short"),
         "missing": (folder / "does_not_exist.mp4", "missing"),
     }

@@ -57,7 +57,7 @@ def test_evs_pixel_drops_static_patches_and_keeps_motion():
     for t in range(6):  # a bright square moving right by one patch per frame along the top row of patches
         frames[t, 0:14, 14 * (t % 4) : 14 * (t % 4) + 14] = 250
     grid = PatchEmbedder(patch_size=14, dim=8)(frames)
-    mask = keep_mask("evs_pixel", grid, 0.9)
+    mask = keep_mask("evs_pixel", grid, 0.8)  # 70 of the 80 patch changes are static: at most 20% kept
     assert mask[0].all()
     for t in range(1, 6):
         moved = {t % 4, (t - 1) % 4}  # the patch it left and the patch it entered
@@ -72,6 +72,15 @@ def test_evs_pixel_drops_the_q_quantile():
     for q in (0.25, 0.5, 0.8):
         kept_after_first = keep_mask("evs_pixel", grid, q)[1:].float().mean().item()
         assert kept_after_first == pytest.approx(1 - q, abs=1 / (9 * 16))
+
+
+def test_evs_pixel_drops_static_patches_even_when_most_are_static():
+    frames = np.full((8, 56, 56, 3), 90, np.uint8)
+    frames[4:, :14, :14] = 200  # one patch changes once; every other change is exactly 0
+    mask = keep_mask("evs_pixel", PatchEmbedder(patch_size=14, dim=4)(frames), 0.5)
+    assert mask[0].all()
+    assert int(mask[1:].sum()) == 1 and bool(mask[4, 0, 0])
+    assert keep_mask("evs_pixel", PatchEmbedder(patch_size=14, dim=4)(frames), 0.0).all()
 
 
 def test_evs_pixel_refuses_tokens_without_pixels():

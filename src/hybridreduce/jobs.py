@@ -15,7 +15,6 @@ import numpy as np
 
 from .dataset import Sample, SyntheticSpec, generate_sample
 from .errors import VideoError
-from .redundancy import PatchEmbedder, keep_mask
 from .store import JobResult, atomic_write, collect, read_result
 from .video import FrameSampling, decode_frames
 
@@ -77,6 +76,8 @@ def extract_frames(input, output, params, wildcards) -> None:
 
 def reduce_redundancy(input, output, params, wildcards) -> None:
     """Masks of one pre-LLM method at every pruning rate ``q`` for one sample (``q=<q>`` keys in the npz)."""
+    from .redundancy import PatchEmbedder, keep_mask  # imports torch: only the jobs that need it pay for it
+
     method, sample_id = wildcards.method, wildcards.sample
     result = JobResult(rule="reduce_redundancy", params={"method": method, **params.redundancy})
     with np.load(input.frames) as data:

@@ -63,14 +63,17 @@ def evs(grid: TokenGrid, q: float, seed: int = 0) -> torch.Tensor:
 
 @register("evs_pixel")
 def evs_pixel(grid: TokenGrid, q: float, seed: int = 0) -> torch.Tensor:
-    """The EVS paper's variant on raw patches: mean ``|ΔRGB|`` of each patch to the previous frame; patches
-    below the ``q``-th percentile (over frames 1..T-1) are dropped; frame 0 is kept. Runs before the encoder."""
+    """The EVS paper's variant on raw patches: mean ``|ΔRGB|`` of each patch to the previous frame; patches at
+    or below the ``q``-th percentile (over frames 1..T-1) are dropped; frame 0 is kept. Runs before the encoder.
+
+    Ties at the threshold are dropped: in static footage most patches change by exactly 0, and keeping every tie
+    would keep the whole static video at any ``q``."""
     if grid.pixels is None:
         raise ConfigError("redundancy.methods: 'evs_pixel' needs pixel patches, but this token grid has none")
     diff = (grid.pixels[1:] - grid.pixels[:-1]).abs().mean(-1)  # (T - 1, h, w)
     keep = torch.ones(grid.shape, dtype=torch.bool)
-    if diff.numel():
-        keep[1:] = diff >= torch.quantile(diff.flatten().double(), q).float()
+    if diff.numel() and q > 0:
+        keep[1:] = diff > torch.quantile(diff.flatten().double(), q).float()
     return keep
 
 
