@@ -19,21 +19,18 @@ from .store import JobResult, atomic_write, collect, read_result
 from .video import FrameSampling, decode_frames
 
 
-def _write_sample(sample: Sample, path: str, rule: str, params: dict) -> None:
-    result = JobResult(rule=rule, params=params)
-    result.add("samples", sample.to_row())
-    result.write(path)
-
-
 def synthesize_sample(input, output, params, wildcards) -> None:
+    result = JobResult(rule="synthesize_sample", params={"synthetic": params.synthetic, "seed": params.seed})
     spec = SyntheticSpec.from_config(params.synthetic, seed=params.seed)
-    index = spec.sample_ids().index(wildcards.sample)
-    sample = generate_sample(spec, index, output.video)
-    _write_sample(sample, output.sample, "synthesize_sample", {"synthetic": params.synthetic, "seed": params.seed})
+    sample = generate_sample(spec, spec.sample_ids().index(wildcards.sample), output.video)
+    result.add("samples", sample.to_row())
+    result.write(output.sample)
 
 
 def manifest_sample(input, output, params, wildcards) -> None:
-    _write_sample(Sample(**params.sample), output.sample, "manifest_sample", params.sample)
+    result = JobResult(rule="manifest_sample", params=params.sample)
+    result.add("samples", Sample(**params.sample).to_row())
+    result.write(output.sample)
 
 
 def _save_npz(path: str, **arrays: np.ndarray) -> None:

@@ -68,7 +68,7 @@ def render(database: str, html_path: str) -> None:
             "dataset": _table(con, "Samples per source, split and question type", "dataset"),
             "videos": _table(con, "Videos and extracted frames", "videos", "no video was decoded"),
             "reduction": _table(con, "Kept visual tokens per method and pruning rate q", "reduction"),
-            "failures": _table(con, "Failures", "failures", "no failures"),
+            "failures": _table(con, "", "failures", "no failures"),
             "runs": _table(con, "Jobs per rule", "runs"),
         }
         series: dict[str, list[tuple[float, float]]] = {}
