@@ -1,11 +1,11 @@
 # hybridreduce: stateful token reduction for long-video hybrid VLMs, from video files to an HTML report.
-# Stages: dataset -> extract_frames -> reduce_redundancy -> collect (DuckDB) -> report (HTML).
+# Stages: dataset -> extract_frames -> reduce_redundancy -> build_model -> infer -> collect (DuckDB) -> report.
 # All logic lives in src/hybridreduce; rules only wire files to it (workflow/scripts/job.py).
 import os
 
 from snakemake.utils import min_version
 
-from hybridreduce.config import validate_config
+from hybridreduce.config import inference_settings, model_paths, validate_config
 from hybridreduce.dataset import read_manifest, study_samples
 
 min_version("9.0")
@@ -21,16 +21,24 @@ RESULTS = f"results/{STUDY}"
 # sample_id -> video path (manifests are read and validated here, before any job runs)
 VIDEOS = study_samples(config, RESULTS)
 SAMPLES = list(VIDEOS)
+MODEL_PATHS = model_paths(config, RESULTS)
+# (model, pre-LLM method, in-LLM method, budget) of every inference job
+SETTINGS = inference_settings(config)
 
 
 wildcard_constraints:
     sample="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    method="|".join(config["redundancy"]["methods"]),
+    method="[a-z_0-9]+",
+    model="[A-Za-z0-9_.-]+",
+    pre="[a-z_0-9]+",
+    budget="[0-9.]+",
 
 
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/frames.smk"
 include: "workflow/rules/redundancy.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/inference.smk"
 include: "workflow/rules/store.smk"
 include: "workflow/rules/report.smk"
 

@@ -42,3 +42,27 @@ def validate_config(config: dict, schema_path: str) -> dict:
     except WorkflowError as e:  # not expected after the check above; keep Snakemake's message if it happens
         raise ConfigError(f"invalid config: {e}") from None
     return config
+
+
+def model_paths(config: dict, results_dir: str) -> dict[str, str]:
+    """``model name -> checkpoint folder``: the configured ``path``, or where the workflow builds it."""
+    return {name: cfg.get("path") or f"{results_dir}/models/{name}" for name, cfg in config.get("models", {}).items()}
+
+
+def inference_settings(config: dict) -> list[tuple[str, str, str, float]]:
+    """Every (model, pre-LLM method, in-LLM method, budget) of the study. ``none`` runs at budget 1.0 only,
+    and a budget of 1.0 only with ``none``: every method is identical to it there."""
+    inf = config.get("inference")
+    if not inf:
+        return []
+    settings = []
+    for model in inf["models"]:
+        if model not in config.get("models", {}):
+            raise ConfigError(f"inference.models: '{model}' is not defined under models (defined: "
+                              f"{', '.join(config.get('models', {})) or 'none'})")
+        for pre in inf["pre_llm"]:
+            for method in inf["methods"]:
+                for budget in inf["budgets"]:
+                    if (method == "none") == (float(budget) >= 1.0):
+                        settings.append((model, pre, method, float(budget)))
+    return settings

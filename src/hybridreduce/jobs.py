@@ -99,6 +99,34 @@ def reduce_redundancy(input, output, params, wildcards) -> None:
     result.write(output.result)
 
 
+def build_model(input, output, params, wildcards) -> None:
+    from .models.build import build_tiny_model
+
+    build_tiny_model(params.model, output.model, seed=params.seed)
+
+
+def infer(input, output, params, wildcards) -> None:
+    """One (model, pre-LLM method, in-LLM method, budget) setting over every usable sample."""
+    import torch
+
+    from .inference import run_setting
+
+    torch.manual_seed(params.seed)
+    torch.set_num_threads(params.run.get("threads", 1))
+    result = JobResult(rule="infer", params={k: getattr(params, k) for k in ("model", "run", "reduction", "seed")})
+    samples = []
+    for sample_path, frames_path in zip(input.samples, input.frames):
+        with np.load(frames_path) as data:
+            frames = data["frames"]
+        if len(frames):  # 0 frames: extraction failed, already recorded in `failures`
+            samples.append((read_result(sample_path)["tables"]["samples"][0], frames))
+    pre, pre_q = wildcards.pre, float(params.run["pre_llm_q"])
+    for table, row in run_setting(wildcards.model, params.model, pre, pre_q, wildcards.method,
+                                  float(wildcards.budget), samples, params.reduction, params.run, params.seed):
+        result.add(table, row)
+    result.write(output.result)
+
+
 def collect_results(input, output, params, wildcards) -> None:
     counts = collect(list(input.results), output.database, params.config)
     print(json.dumps(counts, indent=1))
@@ -115,6 +143,8 @@ JOBS = {
     "manifest_sample": manifest_sample,
     "extract_frames": extract_frames,
     "reduce_redundancy": reduce_redundancy,
+    "build_model": build_model,
+    "infer": infer,
     "collect": collect_results,
     "report": render_report,
 }

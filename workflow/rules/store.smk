@@ -3,6 +3,7 @@ def result_files(wildcards):
     files = [f"{RESULTS}/dataset/samples/{s}.json" for s in SAMPLES]
     files += [f"{RESULTS}/frames/{s}.json" for s in SAMPLES]
     files += [f"{RESULTS}/redundancy/{m}/{s}.json" for m in config["redundancy"]["methods"] for s in SAMPLES]
+    files += [f"{RESULTS}/inference/{m}/{p}/{meth}/b{b}.json" for m, p, meth, b in SETTINGS]
     return files
 
 

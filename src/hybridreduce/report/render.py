@@ -44,8 +44,23 @@ SELECT method, q, count(*) AS samples, round(avg(tokens_total), 1) AS tokens_tot
        round(min(kept_fraction), 4) AS min_kept, round(max(kept_fraction), 4) AS max_kept,
        round(avg(time_ms), 2) AS time_ms
 FROM visual_reduction GROUP BY method, q ORDER BY method, q""",
+    "inference": """
+SELECT i.model, i.pre_method AS pre, i.method, i.budget, count(*) AS samples,
+       round(avg(i.correct::INTEGER), 3) AS accuracy,
+       round(avg(i.realised_budget), 4) AS realised_budget, round(avg(i.final_kept_fraction), 4) AS final_kept,
+       round(avg(i.overall_budget), 4) AS overall_budget,
+       round(median(l.prefill_s) * 1000, 2) AS prefill_ms, round(median(l.speedup), 2) AS speedup,
+       round(avg(i.flops_none) / avg(i.flops), 2) AS flops_limit
+FROM inference i JOIN latency l USING (model, pre_method, method, budget, sample_id)
+GROUP BY ALL ORDER BY i.model, pre, i.method, i.budget DESC""",
+    "schedules": """
+SELECT model, method, budget, any_value(stage_layers) AS stage_layers, any_value(keep_counts) AS keep_counts,
+       any_value(vision_per_layer) AS vision_per_layer, any_value(vision_tokens_in) AS vision_in
+FROM inference WHERE pre_method = 'none' AND method <> 'none'
+GROUP BY ALL ORDER BY model, method, budget DESC""",
     "failures": """
-SELECT sample_id, stage, kind, reason, path FROM failures ORDER BY sample_id, stage""",
+SELECT stage, kind, count(*) AS samples, any_value(reason) AS reason, string_agg(sample_id, ', ') AS sample_ids
+FROM failures GROUP BY stage, kind ORDER BY stage, kind""",
     "runs": """
 SELECT rule, count(*) AS jobs, round(sum(duration_s), 2) AS total_s, round(max(duration_s), 2) AS max_s
 FROM runs GROUP BY rule ORDER BY rule""",
@@ -55,6 +70,33 @@ FROM runs GROUP BY rule ORDER BY rule""",
 def _table(con: duckdb.DuckDBPyConnection, title: str, key: str, empty: str = "no rows") -> Table:
     cur = con.execute(QUERIES[key])
     return Table(title, QUERIES[key].strip(), [d[0] for d in cur.description], cur.fetchall(), empty)
+
+
+def _curves(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Per (model, pre-LLM method): accuracy and speedup vs realised budget, one line per method. The ``none``
+    baseline (budget 1) starts every line."""
+    rows = con.execute("""
+        SELECT i.model, i.pre_method, i.method, avg(i.realised_budget), avg(i.correct::INTEGER), median(l.speedup)
+        FROM inference i JOIN latency l USING (model, pre_method, method, budget, sample_id)
+        GROUP BY i.model, i.pre_method, i.method, i.budget ORDER BY ALL""").fetchall()
+    groups: dict[tuple[str, str], dict] = {}
+    for model, pre, method, budget, acc, speedup in rows:
+        g = groups.setdefault((model, pre), {"acc": {}, "speed": {}, "base": None})
+        if method == "none":
+            g["base"] = (budget, acc, speedup)
+            continue
+        g["acc"].setdefault(method, []).append((budget, acc))
+        g["speed"].setdefault(method, []).append((budget, speedup))
+    out = []
+    for (model, pre), g in groups.items():
+        if g["base"]:
+            for method in g["acc"]:
+                g["acc"][method].append((g["base"][0], g["base"][1]))
+                g["speed"][method].append((g["base"][0], g["base"][2]))
+        out.append({"model": model, "pre": pre,
+                    "accuracy": line_chart(g["acc"], "realised budget", "accuracy"),
+                    "speedup": line_chart(g["speed"], "realised budget", "prefill speedup")})
+    return out
 
 
 def render(database: str, html_path: str) -> None:
@@ -68,6 +110,10 @@ def render(database: str, html_path: str) -> None:
             "dataset": _table(con, "Samples per source, split and question type", "dataset"),
             "videos": _table(con, "Videos and extracted frames", "videos", "no video was decoded"),
             "reduction": _table(con, "Kept visual tokens per method and pruning rate q", "reduction"),
+            "inference": _table(con, "Accuracy, realised budget and prefill time per setting", "inference",
+                                "no inference in this study"),
+            "schedules": _table(con, "Schedules (first sample; tokens per stage and per layer)", "schedules",
+                                "no reduced setting"),
             "failures": _table(con, "", "failures", "no failures"),
             "runs": _table(con, "Jobs per rule", "runs"),
         }
@@ -76,6 +122,7 @@ def render(database: str, html_path: str) -> None:
             "SELECT method, q, avg(kept_fraction) FROM visual_reduction GROUP BY ALL ORDER BY ALL").fetchall():
             series.setdefault(method, []).append((q, frac))
         n_samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+        curves = _curves(con)
     finally:
         con.close()
     env = jinja2.Environment(
@@ -89,6 +136,7 @@ def render(database: str, html_path: str) -> None:
         versions=json.loads(versions[0][0]) if versions else {},
         tables=tables,
         kept_chart=line_chart(series, "q (pruning rate)", "kept fraction"),
+        curves=curves,
         css=(resources.files("hybridreduce.report") / "templates" / "style.css").read_text(),
     )
     with atomic_write(html_path) as f:

@@ -1,0 +1,137 @@
+"""One interface for every VLM of the study: vision tokens per frame grid, the embedded prompt ``[prefix][V][Q]``
+with the positions of ``V`` and ``Q``, typed decoder layers (via :class:`~.stack.DecoderStack`) and answer
+tokens. The inference stage, probing and lmms-eval all go through it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..redundancy.grid import TokenGrid, patchify
+from ..reduction.engine import PromptLayout
+from .stack import DecoderStack, stack_for
+
+
+@dataclass
+class Prompt:
+    """An embedded prompt. ``embeds``: ``(1, L, D)``; ``layout`` locates V and Q; ``num_vision_full``: tokens
+    of the whole video before any pre-LLM reduction."""
+
+    embeds: torch.Tensor
+    layout: PromptLayout
+    num_vision_full: int
+
+
+class VLMAdapter:
+    """Base class; subclasses load a model family."""
+
+    name: str
+    stack: DecoderStack
+    device: torch.device
+
+    def encode_video(self, frames: np.ndarray) -> TokenGrid:
+        """``(T, H, W, 3)`` uint8 frames -> vision tokens ``(T, h, w, D)`` in the LLM's embedding space (plus the
+        raw patches for pixel-space methods)."""
+        raise NotImplementedError
+
+    def build_prompt(self, grid: TokenGrid, keep: torch.Tensor | None, question: str, options: list[str]) -> Prompt:
+        """Embed ``[prefix][V][Q]`` with the vision tokens that ``keep`` ``(T, h, w)`` retains (all if None). Kept
+        tokens keep the position ids they have in the full video."""
+        raise NotImplementedError
+
+    def option_token_ids(self, num_options: int) -> torch.Tensor:
+        """``(num_options,)`` token ids of the option letters A, B, ..."""
+        raise NotImplementedError
+
+
+def _check_path(path: str, field: str) -> str:
+    if not path or not os.path.isdir(path):
+        raise ConfigError(f"{field}: model checkpoint '{path}' does not exist (expected a save_pretrained folder)")
+    return path
+
+
+def question_text(question: str, options: list[str]) -> str:
+    letters = "ABCDEFGHIJ"
+    opts = " ".join(f"{letters[i]} . {o}" for i, o in enumerate(options))
+    return f"question : {question} options : {opts} answer :"
+
+
+class TinyVLMAdapter(VLMAdapter):
+    """The workflow's own tiny video VLM (:mod:`.tiny`) with its word-level tokenizer."""
+
+    PREFIX = "<bos> video :"
+
+    def __init__(self, path: str, name: str = "tiny", device: str = "cpu", attn_implementation: str = "sdpa"):
+        from transformers import AutoTokenizer
+
+        from .tiny import TinyVideoVLM
+
+        _check_path(path, f"models.{name}.path")
+        self.name = name
+        self.device = torch.device(device)
+        self.model = TinyVideoVLM.from_pretrained(path, attn_implementation=attn_implementation).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.stack = stack_for(self.model.language_model)
+        self.patch_size = self.model.config.patch_size
+
+    def _ids(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, device=self.device)
+
+    @torch.no_grad()
+    def encode_video(self, frames: np.ndarray) -> TokenGrid:
+        size = self.model.config.image_size
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-2:] != (size, size):  # frames extracted at another size: resize like a processor would
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+            frames = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return TokenGrid(embeddings=self.model.video_features(x), pixels=patchify(frames, self.patch_size))
+
+    @torch.no_grad()
+    def build_prompt(self, grid: TokenGrid, keep: torch.Tensor | None, question: str, options: list[str]) -> Prompt:
+        t, h, w = grid.shape
+        flat = grid.embeddings.reshape(t * h * w, -1)
+        kept = torch.arange(t * h * w, device=flat.device)
+        if keep is not None:
+            kept = kept[keep.flatten().to(flat.device)]
+        prefix, query = self._ids(self.PREFIX), self._ids(question_text(question, options))
+        embed = self.stack.embed_tokens
+        embeds = torch.cat([embed(prefix[None])[0], flat[kept].to(self.model.dtype), embed(query[None])[0]])[None]
+        p, n, nq = len(prefix), len(kept), len(query)
+        position_ids = torch.cat([torch.arange(p), p + kept.cpu(), p + t * h * w + torch.arange(nq)]).to(self.device)
+        layout = PromptLayout(vision_idx=torch.arange(p, p + n, device=self.device),
+                              query_idx=torch.arange(p + n, p + n + nq, device=self.device),
+                              position_ids=position_ids)
+        return Prompt(embeds, layout, t * h * w)
+
+    def option_token_ids(self, num_options: int) -> torch.Tensor:
+        return torch.tensor(self.tokenizer.convert_tokens_to_ids(list("ABCDEFGHIJ"[:num_options])), device=self.device)
+
+
+def _hf(cls_name: str):
+    def load(*args, **kwargs):
+        from . import hf_vlms  # imports adapter.py itself, hence late
+
+        return getattr(hf_vlms, cls_name)(*args, **kwargs)
+
+    return load
+
+
+# kind -> adapter class (config models.<name>.kind)
+ADAPTERS = {
+    "tiny": TinyVLMAdapter,
+    "nemotron_h_omni": _hf("NemotronHOmniAdapter"),
+    "qwen2_5_vl": _hf("Qwen25VLAdapter"),
+}
+
+
+def load_adapter(name: str, model_cfg: dict, device: str = "cpu") -> VLMAdapter:
+    """The adapter for ``models.<name>`` of the study config (``kind`` picks the family)."""
+    kind = model_cfg.get("kind", "tiny")
+    if kind not in ADAPTERS:
+        raise ConfigError(f"models.{name}.kind: unknown '{kind}' (known: {', '.join(ADAPTERS)})")
+    return ADAPTERS[kind](model_cfg["path"], name=name, device=device)

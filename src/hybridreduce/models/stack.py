@@ -1,0 +1,139 @@
+"""The decoder of a causal LM as a list of typed layers that can be run one at a time.
+
+One interface for every LLM family the study uses, so the reduction loop never special-cases a model:
+
+- :class:`NemotronHStack` — transformers' ``NemotronHForCausalLM`` (Mamba-2 / attention / MLP blocks; no RoPE).
+- :class:`Qwen2Stack` — Qwen2 / Qwen2.5-VL text models and other Llama-class decoders (attention + MLP in each
+  layer, rotary positions).
+
+A :class:`SeqState` carries what changes when tokens are dropped: which input tokens are still present and their
+position ids. Masks and rotary tables are rebuilt from it, so a reduced sequence keeps the positions it had in
+the full one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.masking_utils import create_causal_mask
+
+ATTENTION, MAMBA, MLP = "attention", "mamba", "mlp"
+NEMOTRON_H_TYPES = {"full_attention": ATTENTION, "linear_attention": MAMBA, "mlp": MLP, "moe": MLP}
+
+
+@dataclass
+class SeqState:
+    """Tokens present in the current sequence.
+
+    Attributes:
+        index: ``(L',)`` int64, index of each present token in the input sequence (sorted).
+        position_ids: ``(L',)`` int64 position ids of the present tokens, or ``(3, L')`` for M-RoPE models;
+            they stay those of the full input (EVS-reduced inputs arrive with gaps already).
+    """
+
+    index: torch.Tensor
+    position_ids: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> "SeqState":
+        return SeqState(self.index[keep], self.position_ids[..., keep])
+
+
+class DecoderStack:
+    """Base class. Subclasses set ``model`` (the CausalLM), ``layers`` and ``layer_types``."""
+
+    model: nn.Module
+    layers: list[nn.Module]
+    layer_types: list[str]
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def begin(self, hidden: torch.Tensor, state: SeqState) -> dict:
+        """Per-sequence context (masks, rotary tables) for ``hidden`` ``(1, L', D)``; rebuilt after every drop."""
+        raise NotImplementedError
+
+    def run_layer(self, i: int, hidden: torch.Tensor, ctx: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mixer_input(self, i: int, hidden: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        """Layer ``i``'s token mixer and its input (the layer's pre-norm applied to ``hidden``)."""
+        raise NotImplementedError
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm + LM head: ``(1, L', D)`` -> ``(1, L', vocab)``."""
+        raise NotImplementedError
+
+    def _causal_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        # Contiguous position ids for the mask: gapped ones would be read as packed sequences.
+        n = hidden.shape[1]
+        return create_causal_mask(
+            config=self.model.config,
+            inputs_embeds=hidden,
+            attention_mask=torch.ones(1, n, dtype=torch.long, device=hidden.device),
+            past_key_values=None,
+            position_ids=torch.arange(n, device=hidden.device)[None],
+        )
+
+
+class NemotronHStack(DecoderStack):
+    """Layer-wise view of ``NemotronHForCausalLM``."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.layers = list(model.model.layers)
+        self.layer_types = [NEMOTRON_H_TYPES[b.block_type] for b in self.layers]
+
+    def begin(self, hidden: torch.Tensor, state: SeqState) -> dict:
+        return {"mask": self._causal_mask(hidden) if ATTENTION in self.layer_types else None}
+
+    def run_layer(self, i: int, hidden: torch.Tensor, ctx: dict) -> torch.Tensor:
+        # Mamba blocks take a 2-D padding mask or None (no padding here); attention blocks the 4-D causal mask.
+        mask = ctx["mask"] if self.layer_types[i] == ATTENTION else None
+        return self.layers[i](hidden, attention_mask=mask)
+
+    def mixer_input(self, i: int, hidden: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        block = self.layers[i]
+        return block.mixer, block.norm(hidden.to(block.norm.weight.dtype))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.model.model.norm_f(hidden))
+
+
+class Qwen2Stack(DecoderStack):
+    """Layer-wise view of a Llama-class decoder with rotary positions (Qwen2, Qwen2.5-VL's text model, Llama)."""
+
+    def __init__(self, model: nn.Module, decoder: nn.Module | None = None):
+        self.model = model
+        self.decoder = decoder if decoder is not None else model.model
+        self.layers = list(self.decoder.layers)
+        self.layer_types = [ATTENTION] * len(self.layers)
+
+    def rotary(self, hidden: torch.Tensor, state: SeqState) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)`` each ``(1, L', head_dim)`` at the tokens' own position ids."""
+        pos = state.position_ids
+        return self.decoder.rotary_emb(hidden, pos[None] if pos.ndim == 1 else pos[:, None])
+
+    def begin(self, hidden: torch.Tensor, state: SeqState) -> dict:
+        return {"mask": self._causal_mask(hidden), "rotary": self.rotary(hidden, state)}
+
+    def run_layer(self, i: int, hidden: torch.Tensor, ctx: dict) -> torch.Tensor:
+        return self.layers[i](hidden, attention_mask=ctx["mask"], position_embeddings=ctx["rotary"])
+
+    def mixer_input(self, i: int, hidden: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        layer = self.layers[i]
+        return layer.self_attn, layer.input_layernorm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.decoder.norm(hidden))
+
+
+def stack_for(model: nn.Module) -> DecoderStack:
+    """The stack for a causal LM, by its config's ``model_type``."""
+    model_type = model.config.model_type
+    if model_type == "nemotron_h":
+        return NemotronHStack(model)
+    if model_type in ("qwen2", "llama", "qwen3", "mistral"):
+        return Qwen2Stack(model)
+    raise ValueError(f"no layer-wise stack for model_type '{model_type}' (known: nemotron_h, qwen2, llama, qwen3, mistral)")

@@ -1,0 +1,180 @@
+"""Layer-wise prefill with in-LLM token reduction (STUDY.md §3).
+
+The decoder runs one layer at a time. At each stage layer of a :class:`~.schedule.Schedule` the vision tokens
+present are scored with that layer's own mixer (query-conditioned, one score for attention and Mamba layers)
+and only the top ones are passed on; text tokens are never dropped. The reduced sequence keeps the original
+positions of its tokens. Generation after prefill uses the reduced sequence.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models.stack import ATTENTION, MAMBA, DecoderStack, SeqState
+from .schedule import Schedule
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """Where the vision tokens ``V`` and the query tokens ``Q`` sit in the LLM input ``[prefix][V][Q]``.
+
+    Attributes:
+        vision_idx: ``(N,)`` int64 indices of the vision tokens in the input.
+        query_idx: ``(|Q|,)`` int64 indices of the query tokens (after every vision token).
+        position_ids: ``(L,)`` or ``(3, L)`` position ids of the input tokens; None means ``0..L-1``. A
+            pre-LLM reduction passes the full video's positions of the tokens it kept.
+    """
+
+    vision_idx: torch.Tensor
+    query_idx: torch.Tensor
+    position_ids: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How a stage ranks vision tokens.
+
+    Attributes:
+        kind: ``unified`` (attention and Mamba layers), ``attention`` (attention layers only) or ``random``.
+        query: ``question`` (every query token asks) or ``last_token`` (FastV / PDrop).
+        mamba_decay: include the SSM's position-dependent decay in the Mamba score (ablation).
+        seed: for ``random``.
+    """
+
+    kind: str = "unified"
+    query: str = "question"
+    mamba_decay: bool = False
+    seed: int = 0
+
+    def scoring_types(self) -> tuple[str, ...]:
+        return (ATTENTION,) if self.kind == "attention" else (ATTENTION, MAMBA)
+
+
+@dataclass
+class PrefillResult:
+    """Outcome of one prefill.
+
+    Attributes:
+        logits: ``(vocab,)`` next-token logits at the last position.
+        vision_per_layer: vision tokens processed by each layer.
+        stage_keep: stage layer -> ``(k,)`` input indices of the vision tokens it kept (for replay).
+        score_s: wall time spent scoring and gathering tokens.
+    """
+
+    logits: torch.Tensor
+    vision_per_layer: list[int]
+    stage_keep: dict[int, torch.Tensor] = field(default_factory=dict)
+    score_s: float = 0.0
+
+
+def _score(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, query: torch.Tensor,
+           vision: torch.Tensor, scorer: Scorer, generator: torch.Generator | None) -> torch.Tensor:
+    """``(|V_cur|,)`` importance of the current vision tokens at layer ``i``."""
+    if scorer.kind == "random":
+        return torch.rand(len(vision), generator=generator)
+    from .importance import attention_importance, mamba_importance
+
+    mixer, normed = stack.mixer_input(i, hidden)
+    if stack.layer_types[i] == ATTENTION:
+        return attention_importance(mixer, normed, query, vision, ctx.get("rotary"))
+    return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay)
+
+
+@torch.no_grad()
+def prefill(
+    stack: DecoderStack,
+    embeds: torch.Tensor,
+    layout: PromptLayout,
+    schedule: Schedule | None = None,
+    scorer: Scorer | None = None,
+    fixed_keep: dict[int, torch.Tensor] | None = None,
+) -> PrefillResult:
+    """Run the decoder on ``embeds`` ``(1, L, D)``, reducing vision tokens as ``schedule`` says.
+
+    With ``fixed_keep`` the stages keep exactly those input indices instead of scoring (used to replay a
+    reduction while generating). With no schedule this is the model's own forward, layer by layer.
+    """
+    length = embeds.shape[1]
+    is_vision = torch.zeros(length, dtype=torch.bool, device=embeds.device)
+    is_vision[layout.vision_idx] = True
+    is_query = torch.zeros(length, dtype=torch.bool, device=embeds.device)
+    is_query[layout.query_idx] = True
+    stages = dict(zip(schedule.stage_layers, schedule.keep_counts)) if schedule else {}
+    scorer = scorer or Scorer()
+    generator = torch.Generator().manual_seed(scorer.seed) if scorer.kind == "random" else None
+
+    index = torch.arange(length, device=embeds.device)
+    hidden = embeds
+    state = SeqState(index, layout.position_ids if layout.position_ids is not None else index)
+    ctx = stack.begin(hidden, state)
+    per_layer, stage_keep, score_s = [], {}, 0.0
+    for i in range(len(stack.layers)):
+        if i in stages:
+            t0 = time.perf_counter()
+            cur_vision = is_vision[state.index]
+            vision = torch.nonzero(cur_vision).flatten()
+            if fixed_keep is not None:
+                chosen = torch.isin(state.index, fixed_keep[i])
+            else:
+                k = min(stages[i], len(vision))
+                query = (torch.nonzero(is_query[state.index]).flatten() if scorer.query == "question"
+                         else torch.tensor([hidden.shape[1] - 1], device=hidden.device))
+                scores = _score(stack, i, hidden, ctx, query, vision, scorer, generator)
+                top = torch.argsort(scores, descending=True, stable=True)[:k]
+                chosen = torch.zeros_like(cur_vision)
+                chosen[vision[top]] = True
+            keep = torch.nonzero(~cur_vision | chosen).flatten()
+            hidden, state = hidden[:, keep], state.select(keep)
+            stage_keep[i] = state.index[is_vision[state.index]]
+            ctx = stack.begin(hidden, state)
+            score_s += time.perf_counter() - t0
+        per_layer.append(int(is_vision[state.index].sum()))
+        hidden = stack.run_layer(i, hidden, ctx)
+    logits = stack.logits(hidden[:, -1:])[0, -1]
+    return PrefillResult(logits=logits, vision_per_layer=per_layer, stage_keep=stage_keep, score_s=score_s)
+
+
+def _append_position(layout: PromptLayout, length: int) -> PromptLayout:
+    """The layout of a sequence grown by one generated token (next position id in every M-RoPE axis)."""
+    pos = layout.position_ids
+    if pos is None:
+        return layout
+    nxt = pos.max() + 1
+    extra = torch.full((*pos.shape[:-1], 1), int(nxt), dtype=pos.dtype, device=pos.device)
+    return PromptLayout(layout.vision_idx, layout.query_idx, torch.cat([pos, extra], dim=-1))
+
+
+@torch.no_grad()
+def greedy_generate(
+    stack: DecoderStack,
+    embeds: torch.Tensor,
+    layout: PromptLayout,
+    max_new_tokens: int = 1,
+    schedule: Schedule | None = None,
+    scorer: Scorer | None = None,
+    allowed_tokens: torch.Tensor | None = None,
+) -> tuple[list[int], PrefillResult]:
+    """Greedy decoding after a reduced prefill. Later tokens replay the first prefill's reduction on the
+    extended sequence (no cache needed), so every generated token sees the same reduced vision tokens.
+
+    ``allowed_tokens`` restricts the argmax (e.g. to option letters for multiple choice).
+    """
+    first = prefill(stack, embeds, layout, schedule, scorer)
+    result, tokens = first, []
+    for step in range(max_new_tokens):
+        logits = result.logits
+        if allowed_tokens is not None:
+            masked = torch.full_like(logits, float("-inf"))
+            masked[allowed_tokens] = logits[allowed_tokens]
+            logits = masked
+        tokens.append(int(torch.argmax(logits)))
+        if step + 1 == max_new_tokens:
+            break
+        new = stack.embed_tokens(torch.tensor([tokens[-1:]], device=embeds.device))
+        embeds = torch.cat([embeds, new.to(embeds.dtype)], dim=1)
+        layout = _append_position(layout, embeds.shape[1] - 1)
+        result = prefill(stack, embeds, layout, schedule, scorer, fixed_keep=first.stage_keep)
+    return tokens, first

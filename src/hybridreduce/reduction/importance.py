@@ -1,0 +1,257 @@
+"""Query-conditioned importance of vision tokens inside one LLM layer.
+
+For one sample (batch size 1) with ``L`` tokens, ``vision_idx`` holds the positions of the vision tokens and
+``query_idx`` those of the query text tokens (all after the vision tokens). Only the query rows ``t`` ask:
+
+* attention layer: ``I(s) = mean_{heads, t in Q} softmax_{keys <= t}(q_t . k / sqrt(d))[s]``;
+* Mamba-2 layer: the SSM's implicit attention
+  ``alpha[h, t, s] = (C_t . B_s) * dt_s * exp(A_h * sum_{r=s+1..t} dt_r)`` (``s <= t``), scored either without the
+  decay (``|C_t . B_s| * dt_s``, the default) or with it (``|alpha[h, t, s]|``).
+
+Every score is taken over the vision columns only and normalised to sum to 1 over them. All functions work in
+float32 on the layer's input after its pre-norm (what the mixer itself receives), and never build an ``L x L``
+matrix except :func:`mamba_implicit_attention`, which exists to verify the formula.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, apply_rotary_pos_emb
+
+__all__ = ["attention_importance", "mamba_implicit_attention", "mamba_importance"]
+
+
+def _tokens(hidden: torch.Tensor) -> torch.Tensor:
+    """`(1, L, D)` -> `(L, D)` float32."""
+    if hidden.dim() != 3 or hidden.shape[0] != 1:
+        raise ValueError(f"hidden must have shape (1, L, D), got {tuple(hidden.shape)}")
+    return hidden[0].float()
+
+
+def _linear_rows(layer: nn.Linear, x: torch.Tensor, rows: slice) -> torch.Tensor:
+    """``layer(x)[..., rows]`` in float32, computing only the requested output features."""
+    bias = None if layer.bias is None else layer.bias[rows].float()
+    return F.linear(x, layer.weight[rows].float(), bias)
+
+
+def _normalise(score: torch.Tensor) -> torch.Tensor:
+    """Scale to sum 1; uniform when the score carries no mass (e.g. all products underflowed)."""
+    total = score.sum()
+    if not torch.isfinite(total) or total <= 0:
+        return torch.full_like(score, 1.0 / max(score.numel(), 1))
+    return score / total
+
+
+def _check_indices(query_idx: torch.Tensor, vision_idx: torch.Tensor, seq_len: int) -> None:
+    if query_idx.numel() == 0:
+        raise ValueError("query_idx is empty: the score is conditioned on the query tokens")
+    for name, idx in (("query_idx", query_idx), ("vision_idx", vision_idx)):
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= seq_len):
+            raise ValueError(f"{name} out of range for a sequence of {seq_len} tokens")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention layers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def attention_importance(
+    attn: nn.Module,
+    hidden: torch.Tensor,
+    query_idx: torch.Tensor,
+    vision_idx: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Mean causal attention probability that the query tokens give to each vision token.
+
+    Only the ``|Q|`` query rows of the attention matrix are computed (``|Q| x L`` logits per head), independently
+    of the module's attention implementation.
+
+    Args:
+        attn (`nn.Module`):
+            A `NemotronHAttention` (no RoPE) or `Qwen2Attention` (RoPE) module.
+        hidden (`torch.Tensor` of shape `(1, L, D)`):
+            The layer's input after its pre-norm.
+        query_idx (`torch.LongTensor` of shape `(|Q|,)`):
+            Positions of the query text tokens in the current sequence.
+        vision_idx (`torch.LongTensor` of shape `(|V|,)`):
+            Positions of the vision tokens in the current sequence.
+        position_embeddings (`tuple(torch.Tensor)` of two tensors of shape `(1, L, head_dim)`, *optional*):
+            `(cos, sin)` of the current sequence; required for RoPE attention (Qwen2), left out otherwise.
+
+    Returns:
+        `torch.Tensor` of shape `(|V|,)`, float32, non-negative, summing to 1.
+    """
+    h = _tokens(hidden)
+    seq_len = h.shape[0]
+    _check_indices(query_idx, vision_idx, seq_len)
+    query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
+    if isinstance(attn, Qwen2Attention) and position_embeddings is None:
+        raise ValueError("Qwen2Attention needs position_embeddings=(cos, sin) for the current sequence")
+
+    n_heads, n_kv = attn.config.num_attention_heads, attn.config.num_key_value_heads
+    d = attn.head_dim
+    n_rep = n_heads // n_kv
+    all_rows = slice(None)
+    # (1, heads, Q, d) and (1, kv_heads, L, d): the layout apply_rotary_pos_emb expects.
+    q = _linear_rows(attn.q_proj, h[query_idx], all_rows).view(-1, n_heads, d).transpose(0, 1)[None]
+    k = _linear_rows(attn.k_proj, h, all_rows).view(seq_len, n_kv, d).transpose(0, 1)[None]
+    if position_embeddings is not None:
+        cos, sin = (p.float().to(h.device) for p in position_embeddings)
+        # The rotation is elementwise per (token, channel), so q and k can be rotated separately with their own rows.
+        q, _ = apply_rotary_pos_emb(q, q, cos[:, query_idx], sin[:, query_idx])
+        _, k = apply_rotary_pos_emb(k, k, cos, sin)
+
+    # GQA without copying keys: query head j * n_rep + r reads key head j (as transformers' repeat_kv).
+    q = q[0].reshape(n_kv, n_rep * q.shape[2], d)  # (kv_heads, n_rep * Q, d)
+    logits = (q @ k[0].transpose(1, 2)) * attn.scaling  # (kv_heads, n_rep * Q, L)
+    logits = logits.view(n_kv, n_rep, -1, seq_len)
+    causal = torch.arange(seq_len, device=h.device)[None, :] <= query_idx[:, None]  # (Q, L)
+    probs = logits.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # over all keys 0..t
+    score = probs[..., vision_idx].mean(dim=(0, 1, 2))  # (|V|,)
+    return _normalise(score)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mamba-2 layers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _ssm_inputs(mixer: nn.Module, h: torch.Tensor, with_x: bool):
+    """The mixer's per-token SSM quantities, computed exactly as its forward does (float32).
+
+    Args:
+        mixer (`NemotronHMamba2Mixer`): the Mamba-2 mixer.
+        h (`torch.Tensor` of shape `(L, D)`): its input, float32.
+        with_x (`bool`): also compute the SSM input ``x`` (otherwise only the B/C channels go through the conv).
+
+    Returns:
+        x (`torch.Tensor` of shape `(L, num_heads, head_dim)` or `None`), B and C (each `(L, n_groups,
+        ssm_state_size)`), dt (`(L, num_heads)`, after softplus and clamping) and A (`(num_heads,)`).
+    """
+    inter, n_heads, n_groups, state = mixer.intermediate_size, mixer.num_heads, mixer.n_groups, mixer.ssm_state_size
+    seq_len = h.shape[0]
+    # in_proj output layout: [gate (inter) | xBC (conv_dim) = x (inter), B, C (n_groups * state each) | dt (heads)].
+    # Only the needed rows of the weight are used; the conv is depthwise, so its channels can be sliced too.
+    first = 0 if with_x else inter  # channel offset inside xBC
+    channels = slice(first, mixer.conv_dim)
+    xbc = _linear_rows(mixer.in_proj, h, slice(inter + first, inter + mixer.conv_dim))  # (L, channels)
+    dt = _linear_rows(mixer.in_proj, h, slice(inter + mixer.conv_dim, inter + mixer.conv_dim + n_heads))
+
+    weight = mixer.conv1d.weight[channels].float()  # (channels, 1, kernel)
+    bias = None if mixer.conv1d.bias is None else mixer.conv1d.bias[channels].float()
+    xbc = F.conv1d(xbc.T[None], weight, bias, padding=mixer.conv_kernel_size - 1, groups=weight.shape[0])
+    xbc = mixer.act(xbc[0, :, :seq_len].T)  # causal: the first L outputs of the padded conv
+
+    x = xbc[:, :inter].view(seq_len, n_heads, mixer.head_dim) if with_x else None
+    bc = xbc[:, inter - first :]
+    B = bc[:, : n_groups * state].view(seq_len, n_groups, state)
+    C = bc[:, n_groups * state :].view(seq_len, n_groups, state)
+
+    lo, hi = mixer.time_step_limit
+    dt = F.softplus(dt + mixer.dt_bias.float()).clamp(min=lo, max=hi)
+    A = -torch.exp(mixer.A_log.float())
+    return x, B, C, dt, A
+
+
+def _group_of_head(mixer: nn.Module) -> torch.Tensor:
+    """`(num_heads,)` index of the B/C group each head reads (consecutive heads share a group)."""
+    heads_per_group = mixer.num_heads // mixer.n_groups
+    return torch.arange(mixer.num_heads, device=mixer.A_log.device) // heads_per_group
+
+
+def _decay(A: torch.Tensor, dt: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``exp(A_h * sum_{r=s+1..t} dt_r[h])`` for t in ``rows``, s in ``cols``; 0 where s > t.
+
+    Returns:
+        `torch.Tensor` of shape `(num_heads, len(rows), len(cols))`.
+    """
+    # Inclusive cumsum in float64: for long sequences the difference of two large sums loses float32 precision.
+    cum = dt.double().cumsum(dim=0)  # (L, heads)
+    seg = (cum[rows][:, None, :] - cum[cols][None, :, :]).permute(2, 0, 1)  # (heads, rows, cols)
+    causal = cols[None, :] <= rows[:, None]
+    exponent = (A.double()[:, None, None] * seg).masked_fill(~causal, float("-inf"))  # no overflow above the diagonal
+    return exponent.exp().float()
+
+
+@torch.no_grad()
+def mamba_importance(
+    mixer: nn.Module,
+    hidden: torch.Tensor,
+    query_idx: torch.Tensor,
+    vision_idx: torch.Tensor,
+    decay: bool = False,
+    use_x_norm: bool = False,
+) -> torch.Tensor:
+    """Query-conditioned importance of vision tokens from the implicit attention of a Mamba-2 layer.
+
+    Decay-free (default): ``I(s) = mean_{h, t in Q} |C_t . B_s| * dt_s[h]`` (times ``||x_s[h]||`` with
+    `use_x_norm`). With `decay`: ``I(s) = mean_{h, t in Q} |alpha[h, t, s]|``. Only the B/C/dt (and x with
+    `use_x_norm`) columns of `in_proj` are computed and only the ``|Q|`` query rows are formed.
+
+    Args:
+        mixer (`NemotronHMamba2Mixer`):
+            The Mamba-2 mixer of the layer.
+        hidden (`torch.Tensor` of shape `(1, L, D)`):
+            The layer's input after the block's pre-norm.
+        query_idx (`torch.LongTensor` of shape `(|Q|,)`):
+            Positions of the query text tokens.
+        vision_idx (`torch.LongTensor` of shape `(|V|,)`):
+            Positions of the vision tokens.
+        decay (`bool`, *optional*, defaults to `False`):
+            Include the state decay ``exp(A_h * sum dt)`` (ablation).
+        use_x_norm (`bool`, *optional*, defaults to `False`):
+            Weight each source token by the norm of its SSM input ``x_s`` per head.
+
+    Returns:
+        `torch.Tensor` of shape `(|V|,)`, float32, non-negative, summing to 1.
+    """
+    h = _tokens(hidden)
+    _check_indices(query_idx, vision_idx, h.shape[0])
+    query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
+    x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=use_x_norm)
+    group = _group_of_head(mixer).to(h.device)
+
+    # |C_t . B_s| per group for the query rows and vision columns: (n_groups, Q, V).
+    cb = torch.einsum("qgn,vgn->gqv", C[query_idx], B[vision_idx]).abs()
+    cb = cb * (vision_idx[None, :] <= query_idx[:, None])  # causal (always true when Q follows V)
+    weight = dt[vision_idx].T  # (heads, V): dt_s of each head
+    if use_x_norm:
+        weight = weight * x[vision_idx].norm(dim=-1).T
+
+    if decay:
+        # Decay depends on the head, so form the (heads, Q, V) rows of |alpha| (dt > 0, exp > 0: only C.B has a sign).
+        per_head = cb[group] * weight[:, None, :] * _decay(A, dt, query_idx, vision_idx)
+        score = per_head.mean(dim=(0, 1))
+    else:
+        # Without decay the mean over t factorises per group: mean_t |C_t . B_s| is shared by the group's heads.
+        score = (cb.mean(dim=1)[group] * weight).mean(dim=0)
+    return _normalise(score)
+
+
+@torch.no_grad()
+def mamba_implicit_attention(mixer: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full implicit attention matrix of a Mamba-2 mixer (for checks; quadratic in L).
+
+    With it the SSM output is ``y[t, h] = sum_s alpha[h, t, s] * x[s, h] + D_h * x[t, h]``, before the gated norm
+    and `out_proj`.
+
+    Args:
+        mixer (`NemotronHMamba2Mixer`):
+            The Mamba-2 mixer.
+        hidden (`torch.Tensor` of shape `(1, L, D)`):
+            Its input (after the block's pre-norm).
+
+    Returns:
+        alpha (`torch.Tensor` of shape `(num_heads, L, L)`): ``alpha[h, t, s]``, zero for ``s > t``.
+        x (`torch.Tensor` of shape `(L, num_heads, head_dim)`): the SSM input after the conv and activation.
+    """
+    h = _tokens(hidden)
+    x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=True)
+    positions = torch.arange(h.shape[0], device=h.device)
+    cb = torch.einsum("tgn,sgn->gts", C, B)[_group_of_head(mixer).to(h.device)]  # (heads, L, L)
+    alpha = cb * dt.T[:, None, :] * _decay(A, dt, positions, positions)
+    return alpha, x

@@ -1,0 +1,91 @@
+"""Registry of in-LLM reduction methods: each is a schedule kind + a scorer (STUDY.md §3).
+
+``plan`` turns a method, a model's layer types and a token budget into the concrete :class:`Schedule` and
+:class:`Scorer` the engine runs. Stage layers are placed on layers that can score for that method (MLP-only
+layers carry no score; attention-only methods skip Mamba layers), so "a stage boundary there uses the next
+scoring layer".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..models.stack import MLP
+from .engine import Scorer
+from .schedule import Schedule, no_reduction, solve_schedule, stage_layers_for
+
+
+@dataclass(frozen=True)
+class InLLMMethod:
+    """A method: ``schedule`` kind (None = no reduction), its ``scorer``, and where its stages go.
+
+    ``first_layer`` / ``num_stages`` of None take the study's ``reduction`` config; ``first_layer`` may be a
+    fraction of depth (``0.25`` = a quarter of the layers).
+    """
+
+    schedule: str | None
+    scorer: Scorer
+    doc: str
+    first_layer: float | int | None = None
+    num_stages: int | None = None
+
+
+REGISTRY: dict[str, InLLMMethod] = {
+    "none": InLLMMethod(None, Scorer(), "no in-LLM reduction (baseline)"),
+    "hybrid_progressive": InLLMMethod(
+        "progressive", Scorer("unified", "question"),
+        "the paper's method: progressive low-to-high schedule, one query-conditioned score for attention and "
+        "Mamba layers, decay-free Mamba score"),
+    # FastV and PDrop keep their defining choices (last-token query, one early stage / a pyramid); on a hybrid
+    # the layer at a stage scores with the unified score, since few layers there are attention layers.
+    "fastv": InLLMMethod(
+        "single", Scorer("unified", "last_token"),
+        "FastV: one stage at layer K (config reduction.fastv_layer), last-token score", num_stages=1),
+    "pdrop": InLLMMethod(
+        "uniform", Scorer("unified", "last_token"),
+        "PDrop: pyramid of 3 stages at 1/4, 1/2, 3/4 depth with one keep ratio, last-token score",
+        first_layer=0.25, num_stages=3),
+    "random": InLLMMethod("progressive", Scorer("random"), "the paper's schedule, random choice of tokens"),
+    "attention_only": InLLMMethod(
+        "progressive", Scorer("attention", "question"), "ablation: paper's schedule, score from attention layers only"),
+    "mamba_decay": InLLMMethod(
+        "progressive", Scorer("unified", "question", mamba_decay=True),
+        "ablation: paper's schedule, Mamba score with the position-dependent decay"),
+    "early_aggressive": InLLMMethod(
+        "single", Scorer("unified", "question"), "ablation: one early stage (FastV-like), unified score", num_stages=1),
+    "uniform_ratio": InLLMMethod("uniform", Scorer("unified", "question"), "ablation: equal keep ratio per stage"),
+    "high_to_low": InLLMMethod(
+        "high_to_low", Scorer("unified", "question"), "ablation: pruning shrinks with depth (reverse of the paper)"),
+}
+
+
+def get_method(name: str) -> InLLMMethod:
+    if name not in REGISTRY:
+        raise ConfigError(f"reduction.methods: unknown method '{name}' (known: {', '.join(REGISTRY)})")
+    return REGISTRY[name]
+
+
+def _layer(value: float | int, num_layers: int) -> int:
+    return int(round(value * num_layers)) if isinstance(value, float) and value < 1 else int(value)
+
+
+def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg: dict, seed: int = 0
+         ) -> tuple[Schedule, Scorer]:
+    """Schedule and scorer of method ``name`` at ``budget`` for a model with ``layer_types``.
+
+    ``cfg`` is the study's ``reduction`` section (``first_layer``, ``num_stages``, ``fastv_layer``).
+    """
+    method = get_method(name)
+    num_layers = len(layer_types)
+    scorer = Scorer(method.scorer.kind, method.scorer.query, method.scorer.mamba_decay, seed)
+    if method.schedule is None or budget >= 1:
+        return no_reduction(num_layers, num_vision), scorer
+    scoring = [i for i, t in enumerate(layer_types) if t != MLP and (scorer.kind == "random" or t in scorer.scoring_types())]
+    if name == "fastv":
+        first = cfg.get("fastv_layer", 2)
+    else:
+        first = method.first_layer if method.first_layer is not None else cfg.get("first_layer", 1)
+    stages = stage_layers_for(num_layers, method.num_stages or cfg.get("num_stages", 4),
+                              _layer(first, num_layers), scoring)
+    return solve_schedule(method.schedule, budget, num_layers, num_vision, stages), scorer

@@ -1,0 +1,1 @@
+"""Accuracy and cost measurement: analytic FLOPs and prefill timing."""

@@ -1,0 +1,189 @@
+"""In-LLM reduction: layer-wise prefill, schedules, the methods registry, on real transformers model classes."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from transformers import NemotronHConfig, NemotronHForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from hybridreduce.errors import ConfigError
+from hybridreduce.models import load_adapter, stack_for
+from hybridreduce.models.build import build_tiny_model
+from hybridreduce.reduction.engine import PromptLayout, Scorer, greedy_generate, prefill
+from hybridreduce.reduction.importance import attention_importance, mamba_importance
+from hybridreduce.reduction.methods import REGISTRY, plan
+from hybridreduce.reduction.schedule import KINDS, Schedule, solve_schedule, stage_layers_for
+
+
+def nemotron_h(attn: str = "sdpa") -> NemotronHForCausalLM:
+    torch.manual_seed(0)
+    cfg = NemotronHConfig(
+        vocab_size=64, hidden_size=64, hybrid_override_pattern="M*M-M*-M", num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, intermediate_size=128, ssm_state_size=16, mamba_num_heads=4,
+        mamba_head_dim=16, n_groups=2, chunk_size=16, attn_implementation=attn)
+    return NemotronHForCausalLM(cfg).eval()
+
+
+def qwen2(attn: str = "sdpa") -> Qwen2ForCausalLM:
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=64, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, attn_implementation=attn)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+LAYOUT = PromptLayout(vision_idx=torch.arange(4, 44), query_idx=torch.arange(44, 56))
+
+
+def embeds_for(model, length=56):
+    ids = torch.randint(0, 64, (1, length), generator=torch.Generator().manual_seed(1))
+    return model.get_input_embeddings()(ids)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("build", [nemotron_h, qwen2])
+def test_no_reduction_reproduces_the_models_own_logits(build, attn):
+    model = build(attn)
+    embeds = embeds_for(model)
+    with torch.no_grad():
+        reference = model(inputs_embeds=embeds).logits[0, -1]
+    out = prefill(stack_for(model), embeds, LAYOUT)
+    torch.testing.assert_close(out.logits, reference, rtol=0, atol=1e-5)
+    assert out.vision_per_layer == [40] * len(stack_for(model).layers)
+
+
+@pytest.mark.parametrize("build", [nemotron_h, qwen2])
+def test_dropping_at_the_input_is_removal_with_original_positions(build):
+    """A stage at layer 0 that keeps some vision tokens equals the model run on only those tokens, at their
+    original positions (not zero-masking, not renumbering)."""
+    model = build()
+    embeds = embeds_for(model)
+    kept_vision = torch.tensor([4, 9, 10, 20, 33, 43])
+    keep = torch.cat([torch.arange(4), kept_vision, torch.arange(44, 56)])
+    schedule = Schedule("fixed", (0,), (len(kept_vision),), len(stack_for(model).layers), 40)
+    out = prefill(stack_for(model), embeds, LAYOUT, schedule, fixed_keep={0: kept_vision})
+    with torch.no_grad():
+        reference = model(inputs_embeds=embeds[:, keep], position_ids=keep[None],
+                          attention_mask=torch.ones(1, len(keep), dtype=torch.long)).logits[0, -1]
+    torch.testing.assert_close(out.logits, reference, rtol=0, atol=1e-5)
+    assert out.vision_per_layer[0] == len(kept_vision)
+
+
+@pytest.mark.parametrize("build", [nemotron_h, qwen2])
+def test_stage_keeps_the_top_scored_tokens_of_that_layer(build):
+    model = build()
+    stack = stack_for(model)
+    embeds = embeds_for(model)
+    scoring = [i for i, t in enumerate(stack.layer_types) if t != "mlp"]
+    layer = scoring[1]
+    schedule = Schedule("fixed", (layer,), (10,), len(stack.layers), 40)
+    out = prefill(stack, embeds, LAYOUT, schedule, Scorer("unified"))
+    # independent: run the layers before the stage, then score with the library functions
+    hidden, ctx = embeds, None
+    from hybridreduce.models.stack import SeqState
+
+    state = SeqState(torch.arange(56), torch.arange(56))
+    ctx = stack.begin(hidden, state)
+    with torch.no_grad():
+        for i in range(layer):
+            hidden = stack.run_layer(i, hidden, ctx)
+    mixer, normed = stack.mixer_input(layer, hidden)
+    if stack.layer_types[layer] == "attention":
+        scores = attention_importance(mixer, normed, LAYOUT.query_idx, LAYOUT.vision_idx, ctx.get("rotary"))
+    else:
+        scores = mamba_importance(mixer, normed, LAYOUT.query_idx, LAYOUT.vision_idx)
+    expected = LAYOUT.vision_idx[torch.argsort(scores, descending=True, stable=True)[:10]].sort().values
+    assert torch.equal(out.stage_keep[layer], expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_realised_budget_equals_request_within_one_token_per_layer(kind):
+    for num_layers, n, stages, first, budget in itertools.product(
+            [8, 12, 52], [64, 1000, 8192], [1, 2, 4], [0, 1, 2], [0.9, 0.5, 0.25, 0.1]):
+        allowed = list(range(num_layers))
+        try:
+            sched = solve_schedule(kind, budget, num_layers, n, stage_layers_for(num_layers, stages, first, allowed))
+        except ConfigError as e:
+            assert "below the smallest reachable" in str(e)
+            assert budget < (first + 1) / num_layers + 1 / n  # only when the layers before the first stage eat it
+            continue
+        assert abs(sum(sched.tokens_per_layer()) - budget * num_layers * n) <= num_layers, (num_layers, n, budget)
+        counts = sched.keep_counts
+        assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_progressive_prunes_more_at_each_later_stage_and_high_to_low_the_reverse():
+    stages = stage_layers_for(32, 4, 2, list(range(32)))
+    prog = solve_schedule("progressive", 0.35, 32, 4096, stages).keep_ratios
+    assert all(a > b for a, b in zip(prog, prog[1:]))
+    rev = solve_schedule("high_to_low", 0.35, 32, 4096, stages).keep_ratios
+    assert all(a < b for a, b in zip(rev, rev[1:]))
+    uni = solve_schedule("uniform", 0.35, 32, 4096, stages).keep_ratios
+    assert max(uni) - min(uni) < 0.01
+
+
+def test_stage_boundaries_skip_layers_that_cannot_score():
+    types = ["mamba", "mlp", "mlp", "attention", "mamba", "mlp", "mamba", "attention"]
+    schedule, _ = plan("hybrid_progressive", types, 0.5, 100, {"first_layer": 1, "num_stages": 2})
+    # wanted at layers 1 and 5 (evenly over the depth after layer 1); both are MLP-only, so the next scoring
+    # layers (3 and 6) take the stages
+    assert schedule.stage_layers == (3, 6)
+    schedule, _ = plan("attention_only", types, 0.5, 100, {"first_layer": 1, "num_stages": 2})
+    assert schedule.stage_layers == (3, 7)
+
+
+def test_infeasible_budget_names_the_reason():
+    with pytest.raises(ConfigError, match="below the smallest reachable"):
+        plan("fastv", ["attention"] * 8, 0.1, 100, {"fastv_layer": 2})
+
+
+@pytest.fixture(scope="module", params=["nemotron_h", "qwen2"])
+def tiny_adapter(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param)
+    build_tiny_model({"image_size": 56, "llm": {"family": request.param, "pattern": "M*M-M*", "num_layers": 6}},
+                     str(path), seed=0)
+    return load_adapter(request.param, {"kind": "tiny", "path": str(path)})
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_every_registry_method_runs_on_both_model_kinds(tiny_adapter, method):
+    frames = np.random.default_rng(0).integers(0, 255, (8, 56, 56, 3), dtype=np.uint8)
+    grid = tiny_adapter.encode_video(frames)
+    prompt = tiny_adapter.build_prompt(grid, None, "What colour was the circle that appeared?",
+                                       ["red", "green", "blue", "yellow"])
+    n = len(prompt.layout.vision_idx)
+    schedule, scorer = plan(method, tiny_adapter.stack.layer_types, 0.5, n, {"first_layer": 1, "num_stages": 2})
+    tokens, result = greedy_generate(tiny_adapter.stack, prompt.embeds, prompt.layout, 2, schedule, scorer,
+                                     allowed_tokens=tiny_adapter.option_token_ids(4))
+    assert result.vision_per_layer == schedule.tokens_per_layer()
+    assert abs(sum(result.vision_per_layer) - 0.5 * n * len(result.vision_per_layer)) <= len(result.vision_per_layer) \
+        or method == "none"
+    assert tokens[0] in tiny_adapter.option_token_ids(4).tolist() and len(tokens) == 2
+
+
+def test_pre_llm_reduction_keeps_full_video_positions(tiny_adapter):
+    from hybridreduce.redundancy import keep_mask
+
+    frames = np.random.default_rng(0).integers(0, 255, (8, 56, 56, 3), dtype=np.uint8)
+    grid = tiny_adapter.encode_video(frames)
+    full = tiny_adapter.build_prompt(grid, None, "How many shapes appeared?", ["1", "2", "3", "4"])
+    keep = keep_mask("evs", grid, 0.75)
+    reduced = tiny_adapter.build_prompt(grid, keep, "How many shapes appeared?", ["1", "2", "3", "4"])
+    kept_flat = torch.nonzero(keep.flatten()).flatten()
+    assert torch.equal(reduced.layout.position_ids[reduced.layout.vision_idx],
+                       full.layout.position_ids[full.layout.vision_idx][kept_flat])
+    assert torch.equal(reduced.layout.position_ids[reduced.layout.query_idx],
+                       full.layout.position_ids[full.layout.query_idx])
+
+
+def test_missing_checkpoint_is_named():
+    with pytest.raises(ConfigError, match="models.big.path: model checkpoint '/nowhere/ckpt' does not exist"):
+        load_adapter("big", {"kind": "tiny", "path": "/nowhere/ckpt"})
+
+
+def test_schema_lists_exactly_the_registered_in_llm_methods():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    allowed = schema["properties"]["inference"]["properties"]["methods"]["items"]["enum"]
+    assert sorted(allowed) == sorted(REGISTRY)
