@@ -57,7 +57,8 @@ def write_bad_media(folder: Path) -> dict[str, tuple[Path, str]]:
 
 
 def tiny_config(study: str = "tiny", **overrides) -> dict:
-    """A small study: 4 synthetic videos, 8 frames of 56x56, two methods, two pruning rates."""
+    """A small study: 4 synthetic videos, 8 frames of 56x56, two pre-LLM methods at two pruning rates, two tiny
+    models with no reduction and the paper's method at budget 0.5."""
     cfg = {
         "study": study,
         "seed": 0,
@@ -68,6 +69,15 @@ def tiny_config(study: str = "tiny", **overrides) -> dict:
         },
         "frames": {"sampling": "uniform", "num_frames": 8, "size": [56, 56]},
         "redundancy": {"methods": ["evs", "random"], "q": [0.5, 0.75], "patch_size": 14, "embed_dim": 16},
+        "models": {
+            "tiny_hybrid": {"kind": "tiny", "path": None, "image_size": 56,
+                            "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "hidden_size": 32}},
+            "tiny_transformer": {"kind": "tiny", "path": None, "image_size": 56,
+                                 "llm": {"family": "qwen2", "num_layers": 4, "hidden_size": 32}},
+        },
+        "reduction": {"first_layer": 1, "num_stages": 2},
+        "inference": {"models": ["tiny_hybrid", "tiny_transformer"], "pre_llm": ["none"],
+                      "methods": ["none", "hybrid_progressive"], "budgets": [1.0, 0.5], "warmup": 0, "repeats": 1},
     }
     for key, value in overrides.items():
         cfg[key] = value

@@ -134,7 +134,7 @@ def test_stage_boundaries_skip_layers_that_cannot_score():
     assert schedule.stage_layers == (3, 7)
 
 
-def test_infeasible_budget_names_the_reason():
+def test_infeasible_schedule_names_the_reason():
     with pytest.raises(ConfigError, match="below the smallest reachable"):
         plan("fastv", ["attention"] * 8, 0.1, 100, {"fastv_layer": 2})
 

@@ -7,7 +7,7 @@ import shutil
 
 import duckdb
 import yaml
-from conftest import planned_jobs, run_snakemake, tiny_config, write_bad_media
+from conftest import REPO, planned_jobs, run_snakemake, tiny_config, write_bad_media
 
 from hybridreduce.store import TABLES, collect
 
@@ -32,10 +32,18 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     assert rows(db, "SELECT count(*) FROM failures") == [(0,)]
     assert rows(db, "SELECT study, seed FROM study") == [("tiny", 0)]
     rules = {r for (r,) in rows(db, "SELECT DISTINCT rule FROM runs")}
-    assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy"}
+    assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy", "infer"}
+    # 2 models x (none at 1.0, hybrid_progressive at 0.5) x 4 samples
+    assert rows(db, "SELECT model, method, budget, count(*), bool_and(realised_budget BETWEEN budget - 1.0 / 128 "
+                    "AND budget + 1.0 / 128) FROM inference GROUP BY ALL ORDER BY ALL") == [
+        ("tiny_hybrid", "hybrid_progressive", 0.5, 4, True), ("tiny_hybrid", "none", 1.0, 4, True),
+        ("tiny_transformer", "hybrid_progressive", 0.5, 4, True), ("tiny_transformer", "none", 1.0, 4, True)]
+    assert rows(db, "SELECT DISTINCT layer_pattern FROM inference ORDER BY 1") == [("****",), ("M*M-M*",)]
+    assert rows(db, "SELECT count(*) FROM latency WHERE prefill_s > 0 AND speedup > 0") == [(16,)]
 
     html = (tiny_study / "reports/tiny/index.html").read_text()
-    for section in ("Methods", "Data", "Visual redundancy reduction", "Failures", "<svg"):
+    for section in ("Methods", "Data", "Visual redundancy reduction", "Token reduction inside the LLM",
+                    "Accuracy, realised budget and prefill time", "Failures", "<svg"):
         assert section in html
     # offline: no external resource is referenced (the only URL is the SVG namespace)
     assert set(re.findall(r"https?://[^\s\"'<>]+", html)) <= {"http://www.w3.org/2000/svg"}
@@ -50,7 +58,8 @@ def test_second_run_does_nothing(tiny_study):
 def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "collect": 1, "extract_frames": 4, "reduce_redundancy": 8, "report": 1, "synthesize_sample": 4}
+        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 4, "reduce_redundancy": 8,
+        "report": 1, "synthesize_sample": 4}
     assert not (tmp_path / "results").exists()
 
 
@@ -79,7 +88,8 @@ def test_adding_a_method_runs_only_that_method(tiny_study, tmp_path):
 
 
 def test_collect_is_idempotent(tiny_study, tmp_path):
-    results = [str(p) for p in (tiny_study / "results/tiny").rglob("*.json")]
+    results = [str(p) for folder in ("dataset/samples", "frames", "redundancy", "inference")
+               for p in (tiny_study / "results/tiny" / folder).rglob("*.json")]
     config = yaml.safe_load((tiny_study / "config.yaml").read_text())
     first, second = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     collect(results, str(first), config)
@@ -147,7 +157,8 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     proc = run_snakemake(tmp_path, cfg, "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "report": 1}
+        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "infer": 4,
+        "report": 1}
 
 
 def test_bad_manifest_is_rejected_before_any_job(tmp_path):
@@ -158,3 +169,20 @@ def test_bad_manifest_is_rejected_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "manifest.csv:2: field 'answer' is 'E'; expected a letter A-C" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_paper_config_dry_runs_without_weights(tmp_path):
+    proc = run_snakemake(tmp_path, None, "--configfile", str(REPO / "config/paper.yaml"), "-n")
+    jobs = planned_jobs(proc.stdout)
+    # 2 models x 2 pre-LLM x (none + 9 methods x 3 budgets)
+    assert jobs["infer"] == 2 * 2 * (1 + 9 * 3) and "build_model" not in jobs
+
+
+def test_missing_checkpoint_fails_its_job_naming_the_path(tmp_path):
+    cfg = tiny_config("nockpt")
+    cfg["models"] = {"real": {"kind": "qwen2_5_vl", "path": "checkpoints/absent-model"}}
+    cfg["inference"] = {"models": ["real"], "pre_llm": ["none"], "methods": ["none"], "budgets": [1.0]}
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "results/nockpt/logs/infer/real/none/none/b1.0.log").read_text()
+    assert "models.real.path: model checkpoint 'checkpoints/absent-model' does not exist" in log

@@ -47,7 +47,7 @@ def run_setting(model_name: str, model_cfg: dict, pre: str, pre_q: float, method
             schedule, scorer = plan(method, stack.layer_types, budget, n_in, reduction_cfg, seed=seed)
         except ConfigError as e:
             yield "failures", {"sample_id": sid, "stage": f"infer {model_name}/{pre}/{method}/{budget}",
-                               "path": model_cfg.get("path") or "", "kind": "infeasible_budget", "reason": str(e)}
+                               "path": model_cfg.get("path") or "", "kind": "infeasible_schedule", "reason": str(e)}
             continue
         warmup, repeats = run_cfg.get("warmup", 1), run_cfg.get("repeats", 3)
         result, prefill_s = timed(lambda: prefill(stack, prompt.embeds, prompt.layout, schedule, scorer), device,

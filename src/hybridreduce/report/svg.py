@@ -14,7 +14,7 @@ def line_chart(
     points = [p for pts in series.values() for p in pts]
     if not points:
         return ""
-    pad_l, pad_r, pad_t, pad_b = 56, 130, 14, 42
+    pad_l, pad_r, pad_t, pad_b = 56, 160, 14, 42
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(0.0, min(ys)), max(ys) * 1.05 or 1.0
@@ -32,8 +32,12 @@ def line_chart(
         y = y0 + (y1 - y0) * i / 4
         out.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" class="grid"/>'
                    f'<text x="{pad_l - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.2g}</text>')
-    for x in sorted(set(xs)):
-        out.append(f'<text x="{sx(x):.1f}" y="{height - pad_b + 16}" text-anchor="middle">{x:g}</text>')
+    distinct = sorted(set(xs))
+    # one tick per value when they are few and apart, else five evenly spaced ticks (no overlapping labels)
+    spread = min((b - a for a, b in zip(distinct, distinct[1:])), default=x1 - x0) / (x1 - x0)
+    ticks = distinct if len(distinct) <= 6 and spread > 0.08 else [x0 + (x1 - x0) * i / 4 for i in range(5)]
+    for x in ticks:
+        out.append(f'<text x="{sx(x):.1f}" y="{height - pad_b + 16}" text-anchor="middle">{x:.3g}</text>')
     out.append(f'<text x="{(pad_l + width - pad_r) / 2}" y="{height - 6}" text-anchor="middle">{escape(xlabel)}</text>')
     out.append(f'<text transform="translate(14 {(height - pad_b) / 2}) rotate(-90)" text-anchor="middle">'
                f"{escape(ylabel)}</text>")

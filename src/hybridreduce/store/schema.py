@@ -100,7 +100,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("stage", "VARCHAR", "rule in which it failed"),
         ("path", "VARCHAR", "file involved"),
         ("kind", "VARCHAR", "missing, unreadable, corrupt, no_video_stream, zero_frames, too_short, truncated, "
-                            "infeasible_budget"),
+                            "infeasible_schedule"),
         ("reason", "VARCHAR", "human-readable reason"),
     ],
     "runs": [
