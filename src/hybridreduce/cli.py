@@ -11,17 +11,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tables", help="print the DuckDB table reference as Markdown")
     methods = sub.add_parser("methods", help="list registered methods")
-    methods.add_argument("--stage", choices=["redundancy"], default="redundancy")
+    methods.add_argument("--stage", choices=["redundancy", "reduction"], default="redundancy",
+                         help="redundancy: pre-LLM methods; reduction: in-LLM methods")
     args = parser.parse_args(argv)
     if args.command == "tables":
         from .store.schema import markdown_reference
 
         print(markdown_reference())
-    elif args.command == "methods":
+    elif args.command == "methods" and args.stage == "redundancy":
         from .redundancy import REGISTRY
 
         for name, fn in sorted(REGISTRY.items()):
             print(f"{name}\t{(fn.__doc__ or '').strip().splitlines()[0]}")
+    elif args.command == "methods":
+        from .reduction.methods import REGISTRY as IN_LLM
+
+        for name, method in IN_LLM.items():
+            print(f"{name}\t{method.doc}")
     return 0
 
 
