@@ -58,7 +58,7 @@ def write_bad_media(folder: Path) -> dict[str, tuple[Path, str]]:
 
 def tiny_config(study: str = "tiny", **overrides) -> dict:
     """A small study: 4 synthetic videos, 8 frames of 56x56, two pre-LLM methods at two pruning rates, two tiny
-    models with no reduction and the paper's method at budget 0.5."""
+    models (the hybrid trained for 4 steps) with no reduction and the paper's method at budget 0.5."""
     cfg = {
         "study": study,
         "seed": 0,
@@ -71,7 +71,9 @@ def tiny_config(study: str = "tiny", **overrides) -> dict:
         "redundancy": {"methods": ["evs", "random"], "q": [0.5, 0.75], "patch_size": 14, "embed_dim": 16},
         "models": {
             "tiny_hybrid": {"kind": "tiny", "path": None, "image_size": 56,
-                            "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "hidden_size": 32}},
+                            "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "hidden_size": 32},
+                            "training": {"steps": 4, "batch_size": 4, "lr": 1e-3, "log_every": 2,
+                                         "train_videos": 16, "val_videos": 8}},
             "tiny_transformer": {"kind": "tiny", "path": None, "image_size": 56,
                                  "llm": {"family": "qwen2", "num_layers": 4, "hidden_size": 32}},
         },

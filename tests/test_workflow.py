@@ -32,7 +32,9 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     assert rows(db, "SELECT count(*) FROM failures") == [(0,)]
     assert rows(db, "SELECT study, seed FROM study") == [("tiny", 0)]
     rules = {r for (r,) in rows(db, "SELECT DISTINCT rule FROM runs")}
-    assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy", "infer"}
+    assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy", "build_model", "infer"}
+    assert rows(db, "SELECT model, split, count(*) FROM training GROUP BY ALL ORDER BY ALL") == [
+        ("tiny_hybrid", "train", 2), ("tiny_hybrid", "val", 1)]
     # 2 models x (none at 1.0, hybrid_progressive at 0.5) x 4 samples
     assert rows(db, "SELECT model, method, budget, count(*), bool_and(realised_budget BETWEEN budget - 1.0 / 128 "
                     "AND budget + 1.0 / 128) FROM inference GROUP BY ALL ORDER BY ALL") == [
@@ -42,7 +44,7 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     assert rows(db, "SELECT count(*) FROM latency WHERE prefill_s > 0 AND speedup > 0") == [(16,)]
 
     html = (tiny_study / "reports/tiny/index.html").read_text()
-    for section in ("Methods", "Data", "Visual redundancy reduction", "Token reduction inside the LLM",
+    for section in ("Methods", "Data", "Visual redundancy reduction", "Training log", "Token reduction inside the LLM",
                     "Accuracy, realised budget and prefill time", "Failures", "<svg"):
         assert section in html
     # offline: no external resource is referenced (the only URL is the SVG namespace)
@@ -58,7 +60,7 @@ def test_second_run_does_nothing(tiny_study):
 def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 4, "reduce_redundancy": 8,
+        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 4, "reduce_redundancy": 2,
         "report": 1, "synthesize_sample": 4}
     assert not (tmp_path / "results").exists()
 
@@ -71,7 +73,7 @@ def test_changing_an_evs_parameter_reruns_only_downstream(tiny_study, tmp_path):
     cfg = tiny_config()
     cfg["redundancy"]["q"] = [0.5, 0.9]
     proc = run_snakemake(work, cfg, "-n")
-    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 8, "report": 1}
+    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 2, "report": 1}
     run_snakemake(work, cfg)
     assert {p: p.stat().st_mtime_ns for p in frames} == before
     db = work / "results/tiny/study.duckdb"
@@ -84,12 +86,13 @@ def test_adding_a_method_runs_only_that_method(tiny_study, tmp_path):
     cfg = tiny_config()
     cfg["redundancy"]["methods"] = ["evs", "random", "uniform"]
     proc = run_snakemake(work, cfg, "-n")
-    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 4, "report": 1}
+    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 1, "report": 1}
 
 
 def test_collect_is_idempotent(tiny_study, tmp_path):
     results = [str(p) for folder in ("dataset/samples", "frames", "redundancy", "inference")
                for p in (tiny_study / "results/tiny" / folder).rglob("*.json")]
+    results += [str(p) for p in (tiny_study / "results/tiny/models").glob("*.json")]
     config = yaml.safe_load((tiny_study / "config.yaml").read_text())
     first, second = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     collect(results, str(first), config)

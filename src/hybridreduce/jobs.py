@@ -72,24 +72,28 @@ def extract_frames(input, output, params, wildcards) -> None:
 
 
 def reduce_redundancy(input, output, params, wildcards) -> None:
-    """Masks of one pre-LLM method at every pruning rate ``q`` for one sample (``q=<q>`` keys in the npz)."""
+    """Masks of one pre-LLM method at every pruning rate ``q`` for every sample (one job per method: the work per
+    sample is milliseconds, the process start is not). Masks go to one npz with ``<sample>/q=<q>`` keys."""
     from .redundancy import PatchEmbedder, keep_mask  # imports torch: only the jobs that need it pay for it
 
-    method, sample_id = wildcards.method, wildcards.sample
-    result = JobResult(rule="reduce_redundancy", params={"method": method, **params.redundancy})
-    with np.load(input.frames) as data:
-        frames = data["frames"]
+    method, cfg = wildcards.method, params.redundancy
+    result = JobResult(rule="reduce_redundancy", params={"method": method, **cfg})
+    embedder = PatchEmbedder(cfg["patch_size"], cfg["embed_dim"], seed=params.seed)
     masks = {}
-    if len(frames):  # 0 frames: extraction failed and is already recorded in `failures`
-        cfg = params.redundancy
-        grid = PatchEmbedder(cfg["patch_size"], cfg["embed_dim"], seed=params.seed)(frames)
+    for frames_path, sample_path in zip(input.frames, input.samples):
+        sample_id = read_result(sample_path)["tables"]["samples"][0]["sample_id"]
+        with np.load(frames_path) as data:
+            frames = data["frames"]
+        if not len(frames):  # extraction failed: already recorded in `failures`
+            continue
+        grid = embedder(frames)
         t, h, w = grid.shape
         seed = zlib.crc32(f"{params.seed}:{sample_id}".encode())
         for q in cfg["q"]:
             t0 = time.perf_counter()
             mask = keep_mask(method, grid, q, seed=seed)
             time_ms = (time.perf_counter() - t0) * 1e3
-            masks[f"q={q}"] = mask.numpy()
+            masks[f"{sample_id}/q={q}"] = mask.numpy()
             kept = int(mask.sum())
             result.add("visual_reduction", {
                 "sample_id": sample_id, "method": method, "q": float(q), "frames": t, "grid_h": h, "grid_w": w,
@@ -100,9 +104,21 @@ def reduce_redundancy(input, output, params, wildcards) -> None:
 
 
 def build_model(input, output, params, wildcards) -> None:
-    from .models.build import build_tiny_model
+    """A tiny model: trained on the synthetic benchmark when its config has ``training``, else seeded random."""
+    import torch
 
-    build_tiny_model(params.model, output.model, seed=params.seed)
+    from .models.build import build_tiny_model
+    from .models.train import train_tiny_model
+
+    torch.set_num_threads(params.model.get("training", {}).get("threads", 1))
+    result = JobResult(rule="build_model", params={"model": params.model, "seed": params.seed})
+    if "training" in params.model:
+        for row in train_tiny_model(params.model, params.synthetic, params.num_frames, output.model, params.seed,
+                                    params.reduction):
+            result.add("training", {"model": wildcards.model, **row})
+    else:
+        build_tiny_model(params.model, output.model, seed=params.seed)
+    result.write(output.result)
 
 
 def infer(input, output, params, wildcards) -> None:

@@ -1,10 +1,15 @@
-# Models: the workflow builds the tiny models of a study (config models.<name>.path: null); real checkpoints are
-# read from their path by the jobs that use them (a missing one is reported by name when such a job runs).
+# Models: the workflow builds the tiny models of a study (config models.<name>.path: null), trained on the
+# synthetic benchmark when the model has a `training` section; real checkpoints are read from their path by the
+# jobs that use them (a missing one is reported by name when such a job runs).
 rule build_model:
     output:
         model=directory(f"{RESULTS}/models/{{model}}"),
+        result=f"{RESULTS}/models/{{model}}.json",
     params:
         model=lambda wildcards: config["models"][wildcards.model],
+        synthetic=config["dataset"].get("synthetic", {}),
+        num_frames=config["frames"]["num_frames"],
+        reduction=config["reduction"],
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/build_model/{{model}}.log",

@@ -49,8 +49,15 @@ class SyntheticSpec:
         fields = cls.__dataclass_fields__
         return cls(seed=seed, **{k: v for k, v in cfg.items() if k in fields and k != "seed"})
 
+    @property
+    def num_frames(self) -> int:
+        return int(round(self.duration_s * self.fps))
+
+    def sample_id(self, index: int) -> str:
+        return f"syn-{self.split}-{index:04d}"
+
     def sample_ids(self) -> list[str]:
-        return [f"syn-{self.split}-{i:04d}" for i in range(self.num_videos)]
+        return [self.sample_id(i) for i in range(self.num_videos)]
 
     def rng(self, index: int) -> np.random.Generator:
         # Splits get disjoint streams: the split name is part of the seed sequence.
@@ -118,7 +125,8 @@ def _question(qtype: str, events: list[dict]) -> tuple[str, list[str], int]:
     return "Which shape appeared first?", list(SHAPES), SHAPES.index(e["shape"])
 
 
-def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator):
+def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator, which=None):
+    """Yield the video's frames as ``(H, W, 3)`` uint8, or only frames ``which`` (indices, ascending)."""
     h, w = spec.height, spec.width
     scene = _background(rng, h, w)
     r = min(h, w) // 8
@@ -128,7 +136,7 @@ def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator):
         cy = (h // 4) * (1 + 2 * (qi // 2)) + int(rng.integers(-h // 16, h // 16 + 1))
         cx = (w // 4) * (1 + 2 * (qi % 2)) + int(rng.integers(-w // 16, w // 16 + 1))
         masks.append((_shape_mask(e["shape"], cy, cx, r, h, w), np.array(COLOURS[e["colour"]], float)))
-    for f in range(int(round(spec.duration_s * spec.fps))):
+    for f in range(spec.num_frames) if which is None else which:
         t = f / spec.fps
         img = scene + rng.normal(0.0, spec.noise, size=(h, w, 1))
         for e, (mask, colour) in zip(events, masks):
@@ -137,20 +145,24 @@ def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator):
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _record(spec: SyntheticSpec, index: int, video_path: str, qtype: str, events: list[dict]) -> Sample:
+    question, options, answer = _question(qtype, events)
+    return Sample(sample_id=spec.sample_id(index), video_path=video_path, question=question, options=options,
+                  answer=LETTERS[answer], source="synthetic", split=spec.split, qtype=qtype, events=events)
+
+
+def render_sample(spec: SyntheticSpec, index: int, frame_indices) -> tuple[np.ndarray, Sample]:
+    """Sample ``index`` without writing a video: only frames ``frame_indices`` are rendered, ``(n, H, W, 3)``
+    uint8 (used for training, where encoding and decoding thousands of videos would dominate)."""
+    rng = spec.rng(index)
+    qtype, events = _plan(spec, index, rng)
+    frames = np.stack(list(_frames(spec, events, rng, which=list(frame_indices))))
+    return frames, _record(spec, index, "", qtype, events)
+
+
 def generate_sample(spec: SyntheticSpec, index: int, video_path: str) -> Sample:
     """Write video ``index`` of the benchmark to ``video_path`` and return its sample record."""
     rng = spec.rng(index)
     qtype, events = _plan(spec, index, rng)
-    question, options, answer = _question(qtype, events)
     write_video(video_path, _frames(spec, events, rng), fps=spec.fps)
-    return Sample(
-        sample_id=spec.sample_ids()[index],
-        video_path=video_path,
-        question=question,
-        options=options,
-        answer=LETTERS[answer],
-        source="synthetic",
-        split=spec.split,
-        qtype=qtype,
-        events=events,
-    )
+    return _record(spec, index, video_path, qtype, events)

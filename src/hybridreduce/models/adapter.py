@@ -72,15 +72,28 @@ class TinyVLMAdapter(VLMAdapter):
         from .tiny import TinyVideoVLM
 
         _check_path(path, f"models.{name}.path")
-        self.name = name
-        self.device = torch.device(device)
-        self.model = TinyVideoVLM.from_pretrained(path, attn_implementation=attn_implementation).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.stack = stack_for(self.model.language_model)
-        self.patch_size = self.model.config.patch_size
+        model = TinyVideoVLM.from_pretrained(path, attn_implementation=attn_implementation).to(device).eval()
+        self._wrap(model, AutoTokenizer.from_pretrained(path), name, device)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, name: str = "tiny", device: str = "cpu") -> "TinyVLMAdapter":
+        """Wrap an in-memory model (training, tests)."""
+        adapter = cls.__new__(cls)
+        adapter._wrap(model.to(device), tokenizer, name, device)
+        return adapter
+
+    def _wrap(self, model, tokenizer, name: str, device: str) -> None:
+        self.name, self.device = name, torch.device(device)
+        self.model, self.tokenizer = model, tokenizer
+        self.stack = stack_for(model.language_model)
+        self.patch_size = model.config.patch_size
 
     def _ids(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, device=self.device)
+
+    def prompt_ids(self, question: str, options: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids of the text before the video and of the query after it."""
+        return self._ids(self.PREFIX), self._ids(question_text(question, options))
 
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray) -> TokenGrid:
@@ -98,7 +111,7 @@ class TinyVLMAdapter(VLMAdapter):
         kept = torch.arange(t * h * w, device=flat.device)
         if keep is not None:
             kept = kept[keep.flatten().to(flat.device)]
-        prefix, query = self._ids(self.PREFIX), self._ids(question_text(question, options))
+        prefix, query = self.prompt_ids(question, options)
         embed = self.stack.embed_tokens
         embeds = torch.cat([embed(prefix[None])[0], flat[kept].to(self.model.dtype), embed(query[None])[0]])[None]
         p, n, nq = len(prefix), len(kept), len(query)

@@ -31,14 +31,19 @@ def text_config(llm: dict, vocab_size: int):
     raise ConfigError(f"models.*.llm.family: unknown '{family}' (known: nemotron_h, qwen2)")
 
 
-def build_tiny_model(model_cfg: dict, out_dir: str, seed: int) -> None:
-    """Randomly initialise (seeded) the tiny VLM described by ``model_cfg`` and save it with its tokenizer."""
+def new_tiny_model(model_cfg: dict, seed: int):
+    """A randomly initialised (seeded) tiny VLM described by ``model_cfg``, and its tokenizer."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     config = TinyVideoVLMConfig(
         text_config=text_config(model_cfg["llm"], len(tokenizer)).to_dict(),
         image_size=model_cfg.get("image_size", 112), patch_size=model_cfg.get("patch_size", 14),
         vision_hidden_size=model_cfg.get("vision_hidden_size", 128))
-    model = TinyVideoVLM(config)
+    return TinyVideoVLM(config), tokenizer
+
+
+def build_tiny_model(model_cfg: dict, out_dir: str, seed: int) -> None:
+    """Randomly initialise the tiny VLM described by ``model_cfg`` and save it with its tokenizer."""
+    model, tokenizer = new_tiny_model(model_cfg, seed)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -83,7 +83,6 @@ def _score(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, query: 
     return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay)
 
 
-@torch.no_grad()
 def prefill(
     stack: DecoderStack,
     embeds: torch.Tensor,
@@ -91,12 +90,19 @@ def prefill(
     schedule: Schedule | None = None,
     scorer: Scorer | None = None,
     fixed_keep: dict[int, torch.Tensor] | None = None,
+    grad: bool = False,
 ) -> PrefillResult:
     """Run the decoder on ``embeds`` ``(1, L, D)``, reducing vision tokens as ``schedule`` says.
 
     With ``fixed_keep`` the stages keep exactly those input indices instead of scoring (used to replay a
-    reduction while generating). With no schedule this is the model's own forward, layer by layer.
+    reduction while generating). With no schedule this is the model's own forward, layer by layer. ``grad``
+    keeps the autograd graph (finetuning under reduction; token selection itself is not differentiable).
     """
+    with torch.set_grad_enabled(grad):
+        return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep)
+
+
+def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep) -> PrefillResult:
     length = embeds.shape[1]
     is_vision = torch.zeros(length, dtype=torch.bool, device=embeds.device)
     is_vision[layout.vision_idx] = True

@@ -58,6 +58,10 @@ SELECT model, method, budget, any_value(stage_layers) AS stage_layers, any_value
        any_value(vision_per_layer) AS vision_per_layer, any_value(vision_tokens_in) AS vision_in
 FROM inference WHERE pre_method = 'none' AND method <> 'none'
 GROUP BY ALL ORDER BY model, method, budget DESC""",
+    "training": """
+SELECT model, step, split, round(loss, 4) AS loss, round(accuracy, 4) AS accuracy, samples_seen,
+       round(elapsed_s, 1) AS elapsed_s
+FROM training ORDER BY model, split DESC, step""",
     "failures": """
 SELECT stage, kind, count(*) AS samples, any_value(reason) AS reason, string_agg(sample_id, ', ') AS sample_ids
 FROM failures GROUP BY stage, kind ORDER BY stage, kind""",
@@ -114,6 +118,7 @@ def render(database: str, html_path: str) -> None:
                                 "no inference in this study"),
             "schedules": _table(con, "Schedules (first sample; tokens per stage and per layer)", "schedules",
                                 "no reduced setting"),
+            "training": _table(con, "Training log", "training", "no model was trained in this study (random weights)"),
             "failures": _table(con, "", "failures", "no failures"),
             "runs": _table(con, "Jobs per rule", "runs"),
         }

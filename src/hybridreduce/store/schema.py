@@ -54,6 +54,15 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("kept_per_frame", "INTEGER[]", "tokens kept in each frame"),
         ("time_ms", "DOUBLE", "wall time of computing the mask"),
     ],
+    "training": [
+        ("model", "VARCHAR", "model trained by the workflow"),
+        ("step", "INTEGER", "optimiser steps so far"),
+        ("split", "VARCHAR", "`train` (running means since the last row) or `val` (full-token accuracy at the end)"),
+        ("loss", "DOUBLE", "cross-entropy of the answer letter"),
+        ("accuracy", "DOUBLE", "answer accuracy"),
+        ("samples_seen", "BIGINT", "training samples seen"),
+        ("elapsed_s", "DOUBLE", "training wall time so far"),
+    ],
     "inference": [
         ("model", "VARCHAR", "model name (config `models`)"),
         ("pre_method", "VARCHAR", "pre-LLM method (`none` or a redundancy registry name)"),
