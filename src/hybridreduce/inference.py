@@ -59,21 +59,23 @@ def run_setting(model_name: str, model_cfg: dict, pre: str, pre_q: float, method
         predicted = "ABCDEFGHIJ"[int(torch.argmax(result.logits[options]))]
         n_text = prompt.embeds.shape[1] - n_in
         per_layer = result.vision_per_layer
+        realised = sum(per_layer) / (len(per_layer) * max(n_in, 1))
         yield "inference", {
             **key, "pre_q": pre_q if pre != "none" else 0.0, "qtype": sample.get("qtype", ""),
             "answer": sample["answer"], "predicted": predicted, "correct": predicted == sample["answer"],
             "vision_tokens_full": prompt.num_vision_full, "vision_tokens_in": n_in,
             "pre_kept_fraction": n_in / prompt.num_vision_full,
             "stage_layers": list(schedule.stage_layers), "keep_counts": list(schedule.keep_counts),
-            "vision_per_layer": per_layer, "realised_budget": sum(per_layer) / (len(per_layer) * max(n_in, 1)),
+            "vision_per_layer": per_layer, "realised_budget": realised,
             "final_kept_fraction": per_layer[-1] / max(n_in, 1),
-            "overall_budget": n_in / prompt.num_vision_full * sum(per_layer) / (len(per_layer) * max(n_in, 1)),
+            "overall_budget": n_in / prompt.num_vision_full * realised,
             "flops": prefill_flops(stack, [n_text + n for n in per_layer]),
             "flops_none": prefill_flops(stack, [n_text + n_in] * len(per_layer)),
             "layer_pattern": pattern,
         }
         yield "latency", {
             **key, "device": device_name, "vision_encode_s": vision_s, "pre_llm_s": pre_s, "prefill_s": prefill_s,
-            "prefill_none_s": none_s, "speedup": none_s / prefill_s, "score_s": result.score_s, "total_s": vision_s + pre_s + prefill_s,
+            "prefill_none_s": none_s, "speedup": none_s / prefill_s, "score_s": result.score_s,
+            "total_s": vision_s + pre_s + prefill_s,
             "repeats": run_cfg.get("repeats", 3), "peak_mem_mb": peak_memory_mb(device),
         }

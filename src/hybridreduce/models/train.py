@@ -45,6 +45,14 @@ class Pool:
         return len(self.samples)
 
 
+def _prompt_row(adapter: TinyVLMAdapter, vision: torch.Tensor, sample) -> tuple[torch.Tensor, int]:
+    """``[prefix][V][Q]`` embeddings ``(L, D)`` of one sample with vision tokens ``(N, D)`` (keeping the autograd
+    graph, unlike ``adapter.build_prompt``), and the prefix length."""
+    prefix, query = adapter.prompt_ids(sample.question, sample.options)
+    embed = adapter.stack.embed_tokens
+    return torch.cat([embed(prefix[None])[0], vision, embed(query[None])[0]]), len(prefix)
+
+
 def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, samples) -> tuple[torch.Tensor, torch.Tensor,
                                                                                     torch.Tensor]:
     """``[prefix][V][Q]`` for a batch, right-padded. Returns embeds ``(B, L, D)``, the index of each sample's last
@@ -53,11 +61,9 @@ def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, samples) -> tup
     b, t = frames.shape[:2]
     vision = adapter.model.video_features(frames.flatten(0, 1))  # (B*T, h, w, D)
     vision = vision.reshape(b, -1, vision.shape[-1])
-    embed = adapter.stack.embed_tokens
     rows, last, answers = [], [], []
     for i, s in enumerate(samples):
-        prefix, query = adapter.prompt_ids(s.question, s.options)
-        rows.append(torch.cat([embed(prefix[None])[0], vision[i], embed(query[None])[0]]))
+        rows.append(_prompt_row(adapter, vision[i], s)[0])
         last.append(len(rows[-1]) - 1)
         answers.append(adapter.tokenizer.convert_tokens_to_ids(s.answer))
     width = max(len(r) for r in rows)
@@ -91,12 +97,11 @@ def _reduced_loss(adapter: TinyVLMAdapter, frames: torch.Tensor, samples, budget
     """Mean loss of samples run one by one through the layer-wise reduction loop at a random budget."""
     losses = []
     for i, s in enumerate(samples):
-        grid_feats = adapter.model.video_features(frames[i])
-        prefix, query = adapter.prompt_ids(s.question, s.options)
-        embed = adapter.stack.embed_tokens
-        flat = grid_feats.reshape(-1, grid_feats.shape[-1])
-        embeds = torch.cat([embed(prefix[None])[0], flat, embed(query[None])[0]])[None]
-        p, n = len(prefix), len(flat)
+        vision = adapter.model.video_features(frames[i])
+        vision = vision.reshape(-1, vision.shape[-1])
+        row, p = _prompt_row(adapter, vision, s)
+        n = len(vision)
+        embeds = row[None]
         layout = PromptLayout(torch.arange(p, p + n), torch.arange(p + n, embeds.shape[1]))
         budget = float(rng.choice(budgets))
         schedule, scorer = plan("hybrid_progressive", adapter.stack.layer_types, budget, n, reduction_cfg)
