@@ -52,7 +52,7 @@ class TinyVideoVLM(PreTrainedModel):
     def video_features(self, frames: torch.Tensor) -> torch.Tensor:
         """``(T, 3, H, W)`` float in [0, 1] -> ``(T, h, w, D)`` LLM-space vision tokens."""
         x = self.patch_embed(frames * 2 - 1)  # (T, C, h, w)
-        t, c, h, w = x.shape
+        h, w = x.shape[-2:]
         x = x.permute(0, 2, 3, 1)
         x = x + self.vision_mlp(x)
         x = self.projector(x) + self.spatial_pos.view(h, w, -1)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..dataset.synthetic import SyntheticSpec, render_sample
-from ..reduction.engine import PromptLayout, Scorer, prefill
+from ..reduction.engine import PromptLayout, prefill
 from ..reduction.methods import plan
 from .adapter import TinyVLMAdapter
 
@@ -58,7 +58,7 @@ def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, samples) -> tup
     """``[prefix][V][Q]`` for a batch, right-padded. Returns embeds ``(B, L, D)``, the index of each sample's last
     prompt token ``(B,)`` and the answer token ids ``(B,)``. Right padding is invisible to a causal model at the
     positions we read."""
-    b, t = frames.shape[:2]
+    b = frames.shape[0]
     vision = adapter.model.video_features(frames.flatten(0, 1))  # (B*T, h, w, D)
     vision = vision.reshape(b, -1, vision.shape[-1])
     rows, last, answers = [], [], []
@@ -105,7 +105,7 @@ def _reduced_loss(adapter: TinyVLMAdapter, frames: torch.Tensor, samples, budget
         layout = PromptLayout(torch.arange(p, p + n), torch.arange(p + n, embeds.shape[1]))
         budget = float(rng.choice(budgets))
         schedule, scorer = plan("hybrid_progressive", adapter.stack.layer_types, budget, n, reduction_cfg)
-        logits = prefill(adapter.stack, embeds, layout, schedule, Scorer(), grad=True).logits
+        logits = prefill(adapter.stack, embeds, layout, schedule, scorer, grad=True).logits
         answer = adapter.tokenizer.convert_tokens_to_ids(s.answer)
         losses.append(F.cross_entropy(logits[None], torch.tensor([answer])))
     return torch.stack(losses).mean()
