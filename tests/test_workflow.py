@@ -89,6 +89,15 @@ def test_adding_a_method_runs_only_that_method(tiny_study, tmp_path):
     assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 1, "report": 1}
 
 
+def test_growing_the_test_set_keeps_existing_videos_and_the_models(tiny_study, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_study, work, symlinks=True)
+    cfg = tiny_config()
+    cfg["dataset"]["synthetic"]["num_videos"] = 5
+    jobs = planned_jobs(run_snakemake(work, cfg, "-n").stdout)
+    assert "build_model" not in jobs and jobs["synthesize_sample"] == 1 and jobs["infer"] == 4
+
+
 def test_collect_is_idempotent(tiny_study, tmp_path):
     results = [str(p) for folder in ("dataset/samples", "frames", "redundancy", "inference")
                for p in (tiny_study / "results/tiny" / folder).rglob("*.json")]

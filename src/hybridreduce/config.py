@@ -66,3 +66,15 @@ def inference_settings(config: dict) -> list[tuple[str, str, str, float]]:
                     if (method == "none") == (float(budget) >= 1.0):
                         settings.append((model, pre, method, float(budget)))
     return settings
+
+
+def training_data(config: dict, model: str) -> dict:
+    """What training ``models.<model>`` depends on besides its own config: the benchmark's generator settings
+    (not the test set's size or split), the frames per video, and the reduction config when it finetunes under
+    reduction. Empty for untrained models, so dataset changes never rebuild them."""
+    training = config["models"][model].get("training")
+    if not training:
+        return {}
+    synthetic = {k: v for k, v in config["dataset"].get("synthetic", {}).items() if k not in ("num_videos", "split")}
+    return {"synthetic": synthetic, "num_frames": config["frames"]["num_frames"],
+            "reduction": config["reduction"] if training.get("reduction_budgets") else {}}

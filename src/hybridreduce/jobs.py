@@ -22,7 +22,7 @@ from .video import FrameSampling, decode_frames
 def synthesize_sample(input, output, params, wildcards) -> None:
     result = JobResult(rule="synthesize_sample", params={"synthetic": params.synthetic, "seed": params.seed})
     spec = SyntheticSpec.from_config(params.synthetic, seed=params.seed)
-    sample = generate_sample(spec, spec.sample_ids().index(wildcards.sample), output.video)
+    sample = generate_sample(spec, spec.index_of(wildcards.sample), output.video)
     result.add("samples", sample.to_row())
     result.write(output.sample)
 
@@ -111,10 +111,11 @@ def build_model(input, output, params, wildcards) -> None:
     from .models.train import train_tiny_model
 
     torch.set_num_threads(params.model.get("training", {}).get("threads", 1))
-    result = JobResult(rule="build_model", params={"model": params.model, "seed": params.seed})
+    data = params.training_data
+    result = JobResult(rule="build_model", params={"model": params.model, "training_data": data, "seed": params.seed})
     if "training" in params.model:
-        for row in train_tiny_model(params.model, params.synthetic, params.num_frames, output.model, params.seed,
-                                    params.reduction):
+        for row in train_tiny_model(params.model, data["synthetic"], data["num_frames"], output.model, params.seed,
+                                    data["reduction"]):
             result.add("training", {"model": wildcards.model, **row})
     else:
         build_tiny_model(params.model, output.model, seed=params.seed)

@@ -6,7 +6,8 @@ if config["dataset"]["source"] == "synthetic":
             video=f"{RESULTS}/dataset/videos/{{sample}}.{config['dataset']['synthetic'].get('container', 'mp4')}",
             sample=f"{RESULTS}/dataset/samples/{{sample}}.json",
         params:
-            synthetic=config["dataset"]["synthetic"],
+            # video i depends on the generator settings and i alone: growing the benchmark keeps existing videos
+            synthetic={k: v for k, v in config["dataset"]["synthetic"].items() if k != "num_videos"},
             seed=config["seed"],
         log:
             f"{RESULTS}/logs/synthesize_sample/{{sample}}.log",

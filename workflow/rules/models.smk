@@ -7,9 +7,8 @@ rule build_model:
         result=f"{RESULTS}/models/{{model}}.json",
     params:
         model=lambda wildcards: config["models"][wildcards.model],
-        synthetic=config["dataset"].get("synthetic", {}),
-        num_frames=config["frames"]["num_frames"],
-        reduction=config["reduction"],
+        # only what training depends on: changing the test set must not rebuild models
+        training_data=lambda wildcards: training_data(config, wildcards.model),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/build_model/{{model}}.log",

@@ -56,6 +56,12 @@ class SyntheticSpec:
     def sample_id(self, index: int) -> str:
         return f"syn-{self.split}-{index:04d}"
 
+    def index_of(self, sample_id: str) -> int:
+        prefix = f"syn-{self.split}-"
+        if not sample_id.startswith(prefix):
+            raise ValueError(f"'{sample_id}' is not a sample of the '{self.split}' split")
+        return int(sample_id[len(prefix):])
+
     def sample_ids(self) -> list[str]:
         return [self.sample_id(i) for i in range(self.num_videos)]
 
