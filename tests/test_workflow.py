@@ -43,7 +43,11 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     assert rows(db, "SELECT DISTINCT layer_pattern FROM inference ORDER BY 1") == [("****",), ("M*M-M*",)]
     assert rows(db, "SELECT count(*) FROM latency WHERE prefill_s > 0 AND speedup > 0") == [(16,)]
 
-    html = (tiny_study / "reports/tiny/index.html").read_text()
+    report = tiny_study / "reports/tiny/index.html"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert report.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others as the umask allows
+    html = report.read_text()
     for section in ("Methods", "Data", "Visual redundancy reduction", "Training log", "Token reduction inside the LLM",
                     "Accuracy, realised budget and prefill time", "Failures", "<svg"):
         assert section in html

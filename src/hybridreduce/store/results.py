@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import socket
-import tempfile
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -53,9 +53,10 @@ def atomic_write(path: str, mode: str = "w", suffix: str = ""):
     need (``np.savez`` appends ``.npz`` otherwise)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}")
+    # A unique name opened exclusively (not mkstemp, whose 0600 mode would make reports private): the umask applies.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp{suffix}")
     try:
-        with os.fdopen(fd, mode) as f:
+        with open(tmp, mode.replace("w", "x")) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
