@@ -13,6 +13,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from .dataset.sample import LETTERS
 from .errors import ConfigError
 from .models import MAMBA, MLP, load_adapter
 from .reduction.engine import prefill
@@ -56,7 +57,7 @@ def run_setting(model_name: str, model_cfg: dict, pre: str, pre_q: float, method
         # The baseline is timed here too: speedups compare runs on the same machine in the same process.
         none_s = prefill_s if not schedule.stage_layers else timed(run, device, warmup, repeats)[1]
         options = adapter.option_token_ids(len(sample["options"]))
-        predicted = "ABCDEFGHIJ"[int(torch.argmax(result.logits[options]))]
+        predicted = LETTERS[int(torch.argmax(result.logits[options]))]
         n_text = prompt.embeds.shape[1] - n_in
         per_layer = result.vision_per_layer
         realised = sum(per_layer) / (len(per_layer) * max(n_in, 1))

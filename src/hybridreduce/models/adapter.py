@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..dataset.sample import LETTERS
 from ..errors import ConfigError
 from ..redundancy.grid import TokenGrid, patchify
 from ..reduction.engine import PromptLayout
@@ -56,8 +57,7 @@ def _check_path(path: str, field: str) -> str:
 
 
 def question_text(question: str, options: list[str]) -> str:
-    letters = "ABCDEFGHIJ"
-    opts = " ".join(f"{letters[i]} . {o}" for i, o in enumerate(options))
+    opts = " ".join(f"{LETTERS[i]} . {o}" for i, o in enumerate(options))
     return f"question : {question} options : {opts} answer :"
 
 
@@ -104,6 +104,14 @@ class TinyVLMAdapter(VLMAdapter):
             frames = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return TokenGrid(embeddings=self.model.video_features(x), pixels=patchify(frames, self.patch_size))
 
+    def embed_prompt(self, vision: torch.Tensor, question: str, options: list[str]) -> tuple[torch.Tensor, int, int]:
+        """``[prefix][V][Q]`` embeddings ``(L, D)`` for vision tokens ``(N, D)``, with the prefix and query lengths.
+        Keeps the autograd graph (training); :meth:`build_prompt` is the inference entry point."""
+        prefix, query = self.prompt_ids(question, options)
+        embed = self.stack.embed_tokens
+        row = torch.cat([embed(prefix[None])[0], vision.to(self.model.dtype), embed(query[None])[0]])
+        return row, len(prefix), len(query)
+
     @torch.no_grad()
     def build_prompt(self, grid: TokenGrid, keep: torch.Tensor | None, question: str, options: list[str]) -> Prompt:
         t, h, w = grid.shape
@@ -111,10 +119,8 @@ class TinyVLMAdapter(VLMAdapter):
         kept = torch.arange(t * h * w, device=flat.device)
         if keep is not None:
             kept = kept[keep.flatten().to(flat.device)]
-        prefix, query = self.prompt_ids(question, options)
-        embed = self.stack.embed_tokens
-        embeds = torch.cat([embed(prefix[None])[0], flat[kept].to(self.model.dtype), embed(query[None])[0]])[None]
-        p, n, nq = len(prefix), len(kept), len(query)
+        row, p, nq = self.embed_prompt(flat[kept], question, options)
+        embeds, n = row[None], len(kept)
         position_ids = torch.cat([torch.arange(p), p + kept.cpu(), p + t * h * w + torch.arange(nq)]).to(self.device)
         layout = PromptLayout(vision_idx=torch.arange(p, p + n, device=self.device),
                               query_idx=torch.arange(p + n, p + n + nq, device=self.device),
@@ -122,7 +128,7 @@ class TinyVLMAdapter(VLMAdapter):
         return Prompt(embeds, layout, t * h * w)
 
     def option_token_ids(self, num_options: int) -> torch.Tensor:
-        return torch.tensor(self.tokenizer.convert_tokens_to_ids(list("ABCDEFGHIJ"[:num_options])), device=self.device)
+        return torch.tensor(self.tokenizer.convert_tokens_to_ids(list(LETTERS[:num_options])), device=self.device)
 
 
 def _hf(cls_name: str):

@@ -29,6 +29,7 @@ import os
 import numpy as np
 import torch
 
+from ..dataset.sample import LETTERS
 from ..errors import ConfigError
 from ..reduction.engine import PromptLayout
 from ..redundancy.grid import TokenGrid
@@ -37,7 +38,6 @@ from .stack import NemotronHStack, Qwen2Stack
 
 __all__ = ["NemotronHOmniAdapter", "Qwen25VLAdapter"]
 
-LETTERS = "ABCDEFGHIJ"
 _ANSWER = "answer :"
 _SENTINEL = "\x00VIDEO\x00"
 # Files a processor's save_pretrained writes next to the tokenizer (a bare tokenizer writes none of them).

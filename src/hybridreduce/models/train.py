@@ -22,8 +22,6 @@ from ..reduction.engine import PromptLayout, prefill
 from ..reduction.methods import plan
 from .adapter import TinyVLMAdapter
 
-LETTERS = "ABCDEFGHIJ"
-
 
 class Pool:
     """Rendered samples of one split: frames ``(n, T, 3, S, S)`` float in [0, 1], prompts and answers."""
@@ -45,14 +43,6 @@ class Pool:
         return len(self.samples)
 
 
-def _prompt_row(adapter: TinyVLMAdapter, vision: torch.Tensor, sample) -> tuple[torch.Tensor, int]:
-    """``[prefix][V][Q]`` embeddings ``(L, D)`` of one sample with vision tokens ``(N, D)`` (keeping the autograd
-    graph, unlike ``adapter.build_prompt``), and the prefix length."""
-    prefix, query = adapter.prompt_ids(sample.question, sample.options)
-    embed = adapter.stack.embed_tokens
-    return torch.cat([embed(prefix[None])[0], vision, embed(query[None])[0]]), len(prefix)
-
-
 def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, samples) -> tuple[torch.Tensor, torch.Tensor,
                                                                                     torch.Tensor]:
     """``[prefix][V][Q]`` for a batch, right-padded. Returns embeds ``(B, L, D)``, the index of each sample's last
@@ -63,7 +53,7 @@ def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, samples) -> tup
     vision = vision.reshape(b, -1, vision.shape[-1])
     rows, last, answers = [], [], []
     for i, s in enumerate(samples):
-        rows.append(_prompt_row(adapter, vision[i], s)[0])
+        rows.append(adapter.embed_prompt(vision[i], s.question, s.options)[0])
         last.append(len(rows[-1]) - 1)
         answers.append(adapter.tokenizer.convert_tokens_to_ids(s.answer))
     width = max(len(r) for r in rows)
@@ -99,7 +89,7 @@ def _reduced_loss(adapter: TinyVLMAdapter, frames: torch.Tensor, samples, budget
     for i, s in enumerate(samples):
         vision = adapter.model.video_features(frames[i])
         vision = vision.reshape(-1, vision.shape[-1])
-        row, p = _prompt_row(adapter, vision, s)
+        row, p, _ = adapter.embed_prompt(vision, s.question, s.options)
         n = len(vision)
         embeds = row[None]
         layout = PromptLayout(torch.arange(p, p + n), torch.arange(p + n, embeds.shape[1]))

@@ -143,7 +143,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep) -> PrefillResu
     return PrefillResult(logits=logits, vision_per_layer=per_layer, stage_keep=stage_keep, score_s=score_s)
 
 
-def _append_position(layout: PromptLayout, length: int) -> PromptLayout:
+def _append_position(layout: PromptLayout) -> PromptLayout:
     """The layout of a sequence grown by one generated token (next position id in every M-RoPE axis)."""
     pos = layout.position_ids
     if pos is None:
@@ -181,6 +181,6 @@ def greedy_generate(
             break
         new = stack.embed_tokens(torch.tensor([tokens[-1:]], device=embeds.device))
         embeds = torch.cat([embeds, new.to(embeds.dtype)], dim=1)
-        layout = _append_position(layout, embeds.shape[1] - 1)
+        layout = _append_position(layout)
         result = prefill(stack, embeds, layout, schedule, scorer, fixed_keep=first.stage_keep)
     return tokens, first
