@@ -5,7 +5,7 @@ import os
 
 from snakemake.utils import min_version
 
-from hybridreduce.config import inference_settings, model_paths, training_data, validate_config
+from hybridreduce.config import base_model, inference_settings, model_paths, training_data, validate_config
 from hybridreduce.dataset import read_manifest, study_samples
 
 min_version("9.0")

@@ -34,9 +34,11 @@ def test_loss_decreases_and_training_is_deterministic(pools, family):
 
     log = run()
     train_rows = [r for r in log if r["split"] == "train"]
-    assert len(train_rows) == 4 and log[-1]["split"] == "val" and 0 <= log[-1]["accuracy"] <= 1
+    val = {r["qtype"]: r["accuracy"] for r in log if r["split"] == "val"}
+    assert len(train_rows) == 4 and set(val) == {"all", "colour", "location", "count", "order"}
+    assert all(0 <= a <= 1 for a in val.values())
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
-    assert [r["loss"] for r in train_rows] == [r["loss"] for r in run()[:-1]]
+    assert [r["loss"] for r in train_rows] == [r["loss"] for r in run() if r["split"] == "train"]
 
 
 def test_trained_checkpoint_round_trips_through_from_pretrained(tmp_path):
@@ -63,3 +65,72 @@ def test_finetuning_under_reduction_runs_through_the_reduction_loop(pools):
                      reduction_cfg={"first_layer": 1, "num_stages": 1}))
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log if r["split"] == "train")
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_training_questions_are_answerable_from_the_ground_truth():
+    spec = SyntheticSpec.from_config({**SPEC, "split": "train"}, 0)
+    pool = Pool(spec, 40, 4, 56)
+    for sample, turns in zip(pool.samples, pool.turns):
+        events = sample.events
+        asked = {question.split()[0] for question, _, _ in turns}
+        assert asked == ({"What", "Where", "How", "Which"} if len(events) == 1 else {"Where", "How", "Which"})
+        for question, options, letter in turns:
+            answer = options["ABCD".index(letter)]
+            if question.startswith("How many"):
+                assert answer == str(len(events))
+            elif question.startswith("Which colour"):
+                assert answer == min(events, key=lambda e: e["start_s"])["colour"]
+            elif question.startswith("Where"):
+                named = [e for e in events if f"the {e['colour']} {e['shape']} " in question]
+                assert len(named) == 1 and answer == named[0]["quadrant"]
+            else:
+                assert answer == events[0]["colour"]
+
+
+def test_a_conversation_of_one_turn_is_the_benchmark_prompt():
+    model, tok = new_tiny_model(model_cfg("qwen2"), seed=0)
+    adapter = TinyVLMAdapter.from_model(model, tok)
+    vision = torch.randn(12, 32)
+    single, num_prefix, num_query = adapter.embed_prompt(vision, "How many shapes appeared?", ["1", "2", "3", "4"])
+    turns = [("How many shapes appeared?", ["1", "2", "3", "4"], "B"),
+             ("Which colour appeared first?", ["red", "green", "blue", "yellow"], "C")]
+    row, ends = adapter.embed_conversation(vision, turns)
+    assert ends[0] == num_prefix + 12 + num_query - 1 and ends[1] == len(row) - 1
+    torch.testing.assert_close(row[: len(single)], single)  # the first turn is exactly the benchmark prompt
+    colon = adapter.stack.embed_tokens(torch.tensor([tok.convert_tokens_to_ids(":")]))[0]
+    for end in ends:  # every answer is predicted after "answer :"
+        torch.testing.assert_close(row[end], colon)
+    answer_b = adapter.stack.embed_tokens(torch.tensor([tok.convert_tokens_to_ids("B")]))[0]
+    torch.testing.assert_close(row[ends[0] + 1], answer_b)  # earlier answers are given as text
+
+
+def test_finetuning_starts_from_the_base_checkpoint(tmp_path):
+    base_cfg = model_cfg("nemotron_h", steps=3)
+    list(train_tiny_model(base_cfg, SPEC, 4, str(tmp_path / "base"), seed=0))
+    ft_cfg = {"training": {"init_from": "base", "reduction_budgets": [0.5], "steps": 1, "batch_size": 2,
+                           "lr": 1e-4, "train_videos": 8, "val_videos": 4}}
+    log = list(train_tiny_model(ft_cfg, SPEC, 4, str(tmp_path / "ft"), seed=0,
+                                reduction_cfg={"first_layer": 1, "num_stages": 1},
+                                init_from=str(tmp_path / "base")))
+    assert {r["split"] for r in log} == {"train", "val"}
+    base, ft = TinyVLMAdapter(str(tmp_path / "base")).model, TinyVLMAdapter(str(tmp_path / "ft")).model
+    fresh, _ = new_tiny_model(base_cfg, seed=1)
+    gap_to_base = sum((a - b).abs().sum() for a, b in zip(ft.parameters(), base.parameters()))
+    gap_to_fresh = sum((a - b).abs().sum() for a, b in zip(ft.parameters(), fresh.parameters()))
+    assert 0 < gap_to_base < gap_to_fresh / 100  # one small step away from the base
+
+
+@pytest.mark.parametrize("models, message", [
+    ({"ft": {"kind": "tiny", "training": {"init_from": "nope"}}}, "models.ft.training.init_from: unknown model 'nope'"),
+    ({"a": {"kind": "tiny", "training": {"init_from": "b"}}, "b": {"kind": "tiny", "training": {"init_from": "a"}}},
+     "leads back to"),
+    ({"base": {"kind": "tiny"}, "ft": {"kind": "tiny", "llm": {}, "training": {"init_from": "base"}}},
+     "models.ft: llm cannot be set on a model finetuned from 'base'"),
+])
+def test_bad_init_from_is_rejected_with_its_field(models, message):
+    from hybridreduce.config import base_model
+    from hybridreduce.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        for name in models:
+            base_model({"models": models}, name)

@@ -34,7 +34,7 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     rules = {r for (r,) in rows(db, "SELECT DISTINCT rule FROM runs")}
     assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy", "build_model", "infer"}
     assert rows(db, "SELECT model, split, count(*) FROM training GROUP BY ALL ORDER BY ALL") == [
-        ("tiny_hybrid", "train", 2), ("tiny_hybrid", "val", 1)]
+        ("tiny_hybrid", "train", 2), ("tiny_hybrid", "val", 5)]  # val: all + the four question types
     # 2 models x (none at 1.0, hybrid_progressive at 0.5) x 4 samples
     assert rows(db, "SELECT model, method, budget, count(*), bool_and(realised_budget BETWEEN budget - 1.0 / 128 "
                     "AND budget + 1.0 / 128) FROM inference GROUP BY ALL ORDER BY ALL") == [

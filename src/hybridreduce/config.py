@@ -37,6 +37,8 @@ def validate_config(config: dict, schema_path: str) -> dict:
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_explain(e) for e in errors))
+    for model in config.get("models", {}):
+        base_model(config, model)
     try:
         validate(config, schema_path)  # fills schema defaults
     except WorkflowError as e:  # not expected after the check above; keep Snakemake's message if it happens
@@ -66,6 +68,29 @@ def inference_settings(config: dict) -> list[tuple[str, str, str, float]]:
                     if (method == "none") == (float(budget) >= 1.0):
                         settings.append((model, pre, method, float(budget)))
     return settings
+
+
+def base_model(config: dict, model: str) -> str | None:
+    """The study model that ``models.<model>`` is finetuned from (``training.init_from``), checked to be a tiny
+    model of the same study that is not itself (transitively) finetuned from ``model``."""
+    name, seen = config["models"][model].get("training", {}).get("init_from"), [model]
+    base = name
+    while base is not None:
+        if base not in config["models"]:
+            raise ConfigError(f"models.{model}.training.init_from: unknown model '{name}' "
+                              f"(known: {', '.join(m for m in config['models'] if m != model)})")
+        if base in seen:
+            raise ConfigError(f"models.{model}.training.init_from: '{name}' leads back to '{base}' (a cycle)")
+        if config["models"][base].get("kind", "tiny") != "tiny" or config["models"][base].get("path"):
+            raise ConfigError(f"models.{model}.training.init_from: '{base}' must be a tiny model built by the "
+                              "workflow (kind: tiny, path: null)")
+        seen.append(base)
+        base = config["models"][base].get("training", {}).get("init_from")
+    clash = [k for k in ("llm", "image_size", "patch_size", "vision_hidden_size") if name and k in config["models"][model]]
+    if clash:
+        raise ConfigError(f"models.{model}: {', '.join(clash)} cannot be set on a model finetuned from '{name}' "
+                          "(its architecture is the base model's)")
+    return name
 
 
 def training_data(config: dict, model: str) -> dict:

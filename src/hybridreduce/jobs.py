@@ -114,8 +114,9 @@ def build_model(input, output, params, wildcards) -> None:
     data = params.training_data
     result = JobResult(rule="build_model", params={"model": params.model, "training_data": data, "seed": params.seed})
     if "training" in params.model:
+        base = input.base[0] if input.base else None
         for row in train_tiny_model(params.model, data["synthetic"], data["num_frames"], output.model, params.seed,
-                                    data["reduction"]):
+                                    data["reduction"], init_from=base):
             result.add("training", {"model": wildcards.model, **row})
     else:
         build_tiny_model(params.model, output.model, seed=params.seed)

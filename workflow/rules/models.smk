@@ -2,6 +2,9 @@
 # synthetic benchmark when the model has a `training` section; real checkpoints are read from their path by the
 # jobs that use them (a missing one is reported by name when such a job runs).
 rule build_model:
+    input:
+        # the model it is finetuned from (training.init_from), if any
+        base=lambda wildcards: [f"{RESULTS}/models/{b}"] if (b := base_model(config, wildcards.model)) else [],
     output:
         model=directory(f"{RESULTS}/models/{{model}}"),
         result=f"{RESULTS}/models/{{model}}.json",

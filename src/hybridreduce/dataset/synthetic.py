@@ -6,8 +6,8 @@ and the evidence is sparse (a handful of frames hold the answer). Question types
 
 - ``colour`` (needle): one event; "What colour was the <shape> that appeared?"
 - ``location``: one event; "Where did the <colour> <shape> appear?"
-- ``count``: one to four events; "How many shapes appeared?"
-- ``order``: two or three events of distinct shapes; "Which shape appeared first?"
+- ``count``: one to four events of distinct colours; "How many shapes appeared?"
+- ``order``: two or three events of distinct colours; "Which colour appeared first?"
 
 The question names what to look for, so query-conditioned importance has something to find. Every event's
 ground truth (shape, colour, quadrant, start/end time) is stored with the sample for probing.
@@ -87,8 +87,9 @@ def _shape_mask(shape: str, cy: int, cx: int, r: int, h: int, w: int) -> np.ndar
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A muted static scene: a two-colour vertical gradient with three fixed rectangles. ``(h, w, 3)`` float."""
     top, bottom = rng.uniform(60, 170, size=(2, 3))
-    grey = rng.uniform(0.6, 1.0)  # desaturate so no furniture looks like an event colour
-    top, bottom = top * grey + top.mean() * (1 - grey), bottom * grey + bottom.mean() * (1 - grey)
+    saturation = rng.uniform(0.0, 0.25)  # muted, so no part of the scene looks like an event colour
+    top = top * saturation + top.mean() * (1 - saturation)
+    bottom = bottom * saturation + bottom.mean() * (1 - saturation)
     t = np.linspace(0, 1, h)[:, None, None]
     scene = np.broadcast_to(top * (1 - t) + bottom * t, (h, w, 3)).copy()
     for _ in range(3):
@@ -101,7 +102,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def _plan(spec: SyntheticSpec, index: int, rng: np.random.Generator) -> tuple[str, list[dict]]:
     qtype = QTYPES[index % len(QTYPES)]
     k = {"colour": 1, "location": 1, "count": int(rng.integers(1, 5)), "order": int(rng.integers(2, 4))}[qtype]
-    shapes = rng.permutation(SHAPES)[:k] if qtype == "order" else rng.choice(SHAPES, size=k)
+    shapes = rng.choice(SHAPES, size=k)
+    # Multi-event videos use distinct colours: count and order then need each event seen, not a colour tally.
+    colours = rng.permutation(list(COLOURS))[:k]
     slot = spec.duration_s / k
     events = []
     for j in range(k):
@@ -110,7 +113,7 @@ def _plan(spec: SyntheticSpec, index: int, rng: np.random.Generator) -> tuple[st
         events.append(
             {
                 "shape": str(shapes[j]),
-                "colour": str(rng.choice(list(COLOURS))),
+                "colour": str(colours[j]),
                 "quadrant": str(rng.choice(QUADRANTS)),
                 "start_s": round(float(start), 3),
                 "end_s": round(float(start + spec.event_duration_s), 3),
@@ -128,7 +131,18 @@ def _question(qtype: str, events: list[dict]) -> tuple[str, list[str], int]:
         return q, list(QUADRANTS), QUADRANTS.index(e["quadrant"])
     if qtype == "count":
         return "How many shapes appeared?", ["1", "2", "3", "4"], len(events) - 1
-    return "Which shape appeared first?", list(SHAPES), SHAPES.index(e["shape"])
+    return "Which colour appeared first?", list(COLOURS), list(COLOURS).index(e["colour"])
+
+
+def training_questions(events: list[dict], rng: np.random.Generator) -> list[tuple[str, list[str], int]]:
+    """Every question a video can answer, in random order (training asks them all, as turns of one conversation
+    after the video): count and order always; location of one event (colours are distinct, so "the <colour>
+    <shape>" names one event); colour when the video has a single event, as in the benchmark."""
+    turns = [_question("count", events), _question("order", events),
+             _question("location", [events[int(rng.integers(len(events)))]])]
+    if len(events) == 1:
+        turns.append(_question("colour", events))
+    return [turns[i] for i in rng.permutation(len(turns))]
 
 
 def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator, which=None):

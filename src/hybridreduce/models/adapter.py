@@ -107,10 +107,25 @@ class TinyVLMAdapter(VLMAdapter):
     def embed_prompt(self, vision: torch.Tensor, question: str, options: list[str]) -> tuple[torch.Tensor, int, int]:
         """``[prefix][V][Q]`` embeddings ``(L, D)`` for vision tokens ``(N, D)``, with the prefix and query lengths.
         Keeps the autograd graph (training); :meth:`build_prompt` is the inference entry point."""
-        prefix, query = self.prompt_ids(question, options)
+        row, _ = self.embed_conversation(vision, [(question, options, None)])
+        num_prefix = len(self._ids(self.PREFIX))
+        return row, num_prefix, len(row) - num_prefix - len(vision)
+
+    def embed_conversation(self, vision: torch.Tensor, turns: list[tuple[str, list[str], str | None]]
+                           ) -> tuple[torch.Tensor, list[int]]:
+        """``[prefix][V][Q1][a1][Q2][a2]..[Qk]`` embeddings ``(L, D)`` for vision tokens ``(N, D)`` and turns
+        ``(question, options, answer letter)``; returns the index of each turn's last query token (where its
+        answer is predicted). The last turn's answer is not embedded. One turn is :meth:`embed_prompt`."""
+        ids, ends = [], []
+        for k, (question, options, answer) in enumerate(turns):
+            prefix, query = self.prompt_ids(question, options)
+            ids.append(query)
+            ends.append(len(prefix) + len(vision) + sum(len(i) for i in ids) - 1)
+            if k + 1 < len(turns):
+                ids.append(self._ids(answer))
         embed = self.stack.embed_tokens
-        row = torch.cat([embed(prefix[None])[0], vision.to(self.model.dtype), embed(query[None])[0]])
-        return row, len(prefix), len(query)
+        row = torch.cat([embed(prefix[None])[0], vision.to(self.model.dtype), embed(torch.cat(ids)[None])[0]])
+        return row, ends
 
     @torch.no_grad()
     def build_prompt(self, grid: TokenGrid, keep: torch.Tensor | None, question: str, options: list[str]) -> Prompt:

@@ -27,7 +27,11 @@ def text_config(llm: dict, vocab_size: int):
             mamba_head_dim=llm.get("mamba_head_dim", 2 * hidden // llm.get("mamba_num_heads", 4)),
             n_groups=llm.get("n_groups", 2), chunk_size=llm.get("chunk_size", 64), **common)
     if family == "qwen2":
-        return Qwen2Config(num_hidden_layers=llm.get("num_layers", 8), max_position_embeddings=8192, **common)
+        # A large RoPE base, as real Qwen2 checkpoints use (1e6): with a tiny head_dim the default 1e4 leaves too few
+        # slowly rotating dimensions for attention to find a token by content across a long video.
+        rope = {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 1e6))}
+        return Qwen2Config(num_hidden_layers=llm.get("num_layers", 8), max_position_embeddings=8192,
+                           rope_parameters=rope, **common)
     raise ConfigError(f"models.*.llm.family: unknown '{family}' (known: nemotron_h, qwen2)")
 
 

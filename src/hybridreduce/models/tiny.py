@@ -1,7 +1,7 @@
 """A small video VLM whose language model is a real transformers LLM class (NemotronH or Qwen2).
 
-Used by the default study and the tests: a per-patch vision encoder (patchify conv + MLP), a projector with a
-learned spatial position embedding (so the LLM can tell where a patch was), and ``language_model`` built with
+Used by the default study and the tests: a per-patch vision encoder (patchify conv + learned position embedding +
+residual MLP), a linear projector, and ``language_model`` built with
 ``AutoModelForCausalLM.from_config(text_config)``. Saved and loaded with ``save_pretrained`` /
 ``from_pretrained`` like any checkpoint.
 """
@@ -41,8 +41,10 @@ class TinyVideoVLM(PreTrainedModel):
         self.vision_mlp = nn.Sequential(
             nn.LayerNorm(config.vision_hidden_size), nn.Linear(config.vision_hidden_size, config.vision_hidden_size),
             nn.GELU(), nn.Linear(config.vision_hidden_size, config.vision_hidden_size))
+        # The position enters before the MLP (as in a ViT), so a token can encode "red AND top left" on its own:
+        # the LLM then reads an event's location from the event's tokens instead of combining two signals.
+        self.patch_pos = nn.Parameter(torch.zeros(config.grid_size * config.grid_size, config.vision_hidden_size))
         self.projector = nn.Linear(config.vision_hidden_size, hidden)
-        self.spatial_pos = nn.Parameter(torch.zeros(config.grid_size * config.grid_size, hidden))
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
 
@@ -53,10 +55,19 @@ class TinyVideoVLM(PreTrainedModel):
         """``(T, 3, H, W)`` float in [0, 1] -> ``(T, h, w, D)`` LLM-space vision tokens."""
         x = self.patch_embed(frames * 2 - 1)  # (T, C, h, w)
         h, w = x.shape[-2:]
-        x = x.permute(0, 2, 3, 1)
+        x = x.permute(0, 2, 3, 1) + self.patch_pos.view(h, w, -1)
         x = x + self.vision_mlp(x)
-        x = self.projector(x) + self.spatial_pos.view(h, w, -1)
-        return x
+        return self.projector(x)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The vision side keeps PyTorch's fan-in init: transformers' N(0, 0.02) on a freshly trained patch encoder
+        # shrinks its features to a few hundredths and stalls early training. The LLM keeps its own init.
+        if module is self:
+            nn.init.normal_(self.patch_pos, std=0.5)
+        elif any(module is m for m in (self.patch_embed, self.projector, *self.vision_mlp)):
+            module.reset_parameters()
+        else:
+            super()._init_weights(module)
 
     def forward(self, inputs_embeds: torch.Tensor, labels: torch.Tensor | None = None, **kwargs):
         return self.language_model(inputs_embeds=inputs_embeds, labels=labels, **kwargs)

@@ -17,48 +17,65 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..dataset.synthetic import SyntheticSpec, render_sample
+from ..dataset.sample import LETTERS
+from ..dataset.synthetic import SyntheticSpec, render_sample, training_questions
 from ..reduction.engine import PromptLayout, prefill
 from ..reduction.methods import plan
 from .adapter import TinyVLMAdapter
 
 
 class Pool:
-    """Rendered samples of one split: frames ``(n, T, 3, S, S)`` float in [0, 1], prompts and answers."""
+    """Rendered samples of one split: frames ``(n, T, 3, S, S)`` float in [0, 1], samples (one benchmark question
+    each) and ``turns``: every question each video can answer (see :func:`training_questions`)."""
 
     def __init__(self, spec: SyntheticSpec, count: int, num_frames: int, size: int):
         idx = np.linspace(0, spec.num_frames - 1, num_frames, dtype=np.int64)
-        frames, self.samples = [], []
+        frames, self.samples, self.turns = [], [], []
         for i in range(count):
             video, sample = render_sample(spec, i, idx)
-            frames.append(torch.from_numpy(video))
+            x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
+            if x.shape[-2:] != (size, size):  # as frame extraction resizes the test videos
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+            frames.append(x)
             self.samples.append(sample)
-        x = torch.stack(frames).permute(0, 1, 4, 2, 3).float() / 255.0  # (n, T, 3, H, W)
-        n, t = x.shape[:2]
-        if x.shape[-2:] != (size, size):  # as frame extraction resizes the test videos
-            x = F.interpolate(x.flatten(0, 1), size=(size, size), mode="bilinear", antialias=True)
-        self.frames = x.reshape(n, t, 3, size, size)
+            rng = np.random.default_rng([spec.seed, i, 1])
+            self.turns.append([(q, o, LETTERS[a]) for q, o, a in training_questions(sample.events, rng)])
+        self.frames = torch.stack(frames)  # (n, T, 3, S, S)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def questions(self, indices, conversation: bool) -> list[list[tuple[str, list[str], str]]]:
+        """Per sample: all its turns (``conversation``) or only its benchmark question."""
+        if conversation:
+            return [self.turns[i] for i in indices]
+        return [[(s.question, s.options, s.answer)] for s in (self.samples[i] for i in indices)]
 
-def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, samples) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                    torch.Tensor]:
-    """``[prefix][V][Q]`` for a batch, right-padded. Returns embeds ``(B, L, D)``, the index of each sample's last
-    prompt token ``(B,)`` and the answer token ids ``(B,)``. Right padding is invisible to a causal model at the
-    positions we read."""
+
+def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, conversations
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[prefix][V][Q1][a1]..[Qk]`` for a batch, right-padded. Returns embeds ``(B, L, D)`` and, per question
+    ``(M,)``: its row, the index of its last query token and its answer's option index. Right padding is
+    invisible to a causal model at the positions we read."""
     b = frames.shape[0]
     vision = adapter.model.video_features(frames.flatten(0, 1))  # (B*T, h, w, D)
     vision = vision.reshape(b, -1, vision.shape[-1])
-    rows, last, answers = [], [], []
-    for i, s in enumerate(samples):
-        rows.append(adapter.embed_prompt(vision[i], s.question, s.options)[0])
-        last.append(len(rows[-1]) - 1)
-        answers.append(adapter.tokenizer.convert_tokens_to_ids(s.answer))
+    rows, which, ends, answers = [], [], [], []
+    for i, turns in enumerate(conversations):
+        row, row_ends = adapter.embed_conversation(vision[i], turns)
+        rows.append(row)
+        which += [i] * len(turns)
+        ends += row_ends
+        answers += [LETTERS.index(answer) for _, _, answer in turns]
     width = max(len(r) for r in rows)
     embeds = torch.stack([F.pad(r, (0, 0, 0, width - len(r))) for r in rows])
-    return embeds, torch.tensor(last), torch.tensor(answers)
+    return embeds, torch.tensor(which), torch.tensor(ends), torch.tensor(answers)
+
+
+def _option_logits(adapter: TinyVLMAdapter, embeds, which, ends) -> torch.Tensor:
+    """``(M, 4)`` logits of the option letters at each question's answer position."""
+    logits = adapter.model.language_model(inputs_embeds=embeds).logits
+    return logits[which, ends][:, adapter.option_token_ids(4)]
 
 
 def _lr(step: int, steps: int, base: float, warmup: int) -> float:
@@ -68,18 +85,20 @@ def _lr(step: int, steps: int, base: float, warmup: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(adapter: TinyVLMAdapter, pool: Pool, batch_size: int = 32) -> float:
-    """Full-token accuracy (greedy among the option letters) on ``pool``."""
+def evaluate(adapter: TinyVLMAdapter, pool: Pool, batch_size: int = 32) -> dict[str, float]:
+    """Full-token accuracy on ``pool``'s benchmark questions (greedy among the option letters), overall
+    (key ``all``) and per question type."""
     adapter.model.eval()
-    correct = 0
+    correct: dict[str, list[bool]] = {}
     for start in range(0, len(pool), batch_size):
-        samples = pool.samples[start : start + batch_size]
-        embeds, last, answers = _batch_embeds(adapter, pool.frames[start : start + batch_size], samples)
-        logits = adapter.model.language_model(inputs_embeds=embeds).logits[torch.arange(len(samples)), last]
-        options = adapter.option_token_ids(4)
-        predicted = options[logits[:, options].argmax(-1)]
-        correct += int((predicted == answers).sum())
-    return correct / len(pool)
+        indices = range(start, min(start + batch_size, len(pool)))
+        embeds, which, ends, answers = _batch_embeds(adapter, pool.frames[start : indices.stop],
+                                                     pool.questions(indices, conversation=False))
+        hits = (_option_logits(adapter, embeds, which, ends).argmax(-1) == answers).tolist()
+        for i, hit in zip(indices, hits):
+            correct.setdefault(pool.samples[i].qtype, []).append(hit)
+    accuracy = {qtype: float(np.mean(hits)) for qtype, hits in sorted(correct.items())}
+    return {"all": float(np.mean([h for hits in correct.values() for h in hits])), **accuracy}
 
 
 def _reduced_loss(adapter: TinyVLMAdapter, frames: torch.Tensor, samples, budgets, reduction_cfg: dict,
@@ -96,8 +115,8 @@ def _reduced_loss(adapter: TinyVLMAdapter, frames: torch.Tensor, samples, budget
         budget = float(rng.choice(budgets))
         schedule, scorer = plan("hybrid_progressive", adapter.stack.layer_types, budget, n, reduction_cfg)
         logits = prefill(adapter.stack, embeds, layout, schedule, scorer, grad=True).logits
-        answer = adapter.tokenizer.convert_tokens_to_ids(s.answer)
-        losses.append(F.cross_entropy(logits[None], torch.tensor([answer])))
+        options = logits[adapter.option_token_ids(4)]
+        losses.append(F.cross_entropy(options[None], torch.tensor([LETTERS.index(s.answer)])))
     return torch.stack(losses).mean()
 
 
@@ -118,13 +137,14 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
     for step in tqdm(range(steps), desc="train", mininterval=5):
         model.train()
         idx = rng.choice(len(train_pool), size=bs, replace=False)
-        samples = [train_pool.samples[i] for i in idx]
         frames = train_pool.frames[idx]
         if cfg.get("reduction_budgets"):
+            samples = [train_pool.samples[i] for i in idx]
             loss, acc = _reduced_loss(adapter, frames, samples, cfg["reduction_budgets"], reduction_cfg, rng), None
         else:
-            embeds, last, answers = _batch_embeds(adapter, frames, samples)
-            logits = model.language_model(inputs_embeds=embeds).logits[torch.arange(bs), last]
+            conversations = train_pool.questions(idx, conversation=cfg.get("conversation", True))
+            logits = _option_logits(adapter, *_batch_embeds(adapter, frames, conversations)[:3])
+            answers = torch.tensor([LETTERS.index(a) for turns in conversations for _, _, a in turns])
             loss = F.cross_entropy(logits, answers)
             acc = float((logits.argmax(-1) == answers).float().mean())
         for group in opt.param_groups:
@@ -138,26 +158,32 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
         if acc is not None:
             run_acc.append(acc)
         if (step + 1) % cfg.get("log_every", 25) == 0 or step + 1 == steps:
-            yield {"step": step + 1, "split": "train", "loss": float(np.mean(run_loss)),
+            yield {"step": step + 1, "split": "train", "qtype": "all", "loss": float(np.mean(run_loss)),
                    "accuracy": float(np.mean(run_acc)) if run_acc else None, "samples_seen": seen,
                    "elapsed_s": time.perf_counter() - t0}
             run_loss, run_acc = [], []
-    yield {"step": steps, "split": "val", "loss": None, "accuracy": evaluate(adapter, val_pool),
-           "samples_seen": seen, "elapsed_s": time.perf_counter() - t0}
+    for qtype, accuracy in evaluate(adapter, val_pool).items():
+        yield {"step": steps, "split": "val", "qtype": qtype, "loss": None, "accuracy": accuracy,
+               "samples_seen": seen, "elapsed_s": time.perf_counter() - t0}
 
 
 def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_dir: str, seed: int,
-                     reduction_cfg: dict | None = None) -> Iterator[dict]:
-    """Build the tiny model of ``model_cfg``, train it as ``model_cfg["training"]`` says on the synthetic
-    benchmark's ``train`` split (validated on ``val``), and save it with its tokenizer to ``out_dir``.
+                     reduction_cfg: dict | None = None, init_from: str | None = None) -> Iterator[dict]:
+    """Build the tiny model of ``model_cfg`` (or load the checkpoint ``init_from``, to finetune it), train it as
+    ``model_cfg["training"]`` says on the synthetic benchmark's ``train`` split (validated on ``val``), and save it
+    with its tokenizer to ``out_dir``.
 
     Yields the training log rows (see :func:`train`).
     """
     from .build import new_tiny_model
 
     cfg = model_cfg["training"]
-    model, tokenizer = new_tiny_model(model_cfg, seed)
-    adapter = TinyVLMAdapter.from_model(model, tokenizer)
+    if init_from:
+        adapter = TinyVLMAdapter(init_from)
+        model, tokenizer = adapter.model, adapter.tokenizer
+    else:
+        model, tokenizer = new_tiny_model(model_cfg, seed)
+        adapter = TinyVLMAdapter.from_model(model, tokenizer)
     size = model.config.image_size
     spec = {k: v for k, v in synthetic_cfg.items() if k not in ("num_videos", "split")}
     train_pool = Pool(SyntheticSpec.from_config({**spec, "split": "train"}, seed), cfg["train_videos"], num_frames,

@@ -38,6 +38,16 @@ SELECT v.sample_id, v.container, v.codec, v.source_width || 'x' || v.source_heig
        round(avg(f.motion), 3) AS mean_motion, round(v.decode_s * 1000, 1) AS decode_ms
 FROM videos v JOIN frames f USING (sample_id)
 GROUP BY ALL ORDER BY v.sample_id""",
+    "accuracy": """
+WITH test AS (
+    SELECT i.model, coalesce(s.qtype, 'all') AS qtype, count(*) AS samples,
+           round(avg(i.correct::INTEGER), 3) AS test_accuracy, round(avg(1.0 / len(s.options)), 3) AS chance
+    FROM inference i JOIN samples s USING (sample_id)
+    WHERE i.pre_method = 'none' AND i.method = 'none'
+    GROUP BY GROUPING SETS ((i.model), (i.model, s.qtype)))
+SELECT t.model, t.qtype, t.samples, t.test_accuracy, round(v.accuracy, 3) AS val_accuracy, t.chance
+FROM test t LEFT JOIN training v ON v.model = t.model AND v.split = 'val' AND v.qtype = t.qtype
+ORDER BY t.model, t.qtype <> 'all', t.qtype""",
     "reduction": """
 SELECT method, q, count(*) AS samples, round(avg(tokens_total), 1) AS tokens_total,
        round(avg(tokens_kept), 1) AS tokens_kept, round(avg(kept_fraction), 4) AS kept_fraction,
@@ -59,9 +69,9 @@ SELECT model, method, budget, any_value(stage_layers) AS stage_layers, any_value
 FROM inference WHERE pre_method = 'none' AND method <> 'none'
 GROUP BY ALL ORDER BY model, method, budget DESC""",
     "training": """
-SELECT model, step, split, round(loss, 4) AS loss, round(accuracy, 4) AS accuracy, samples_seen,
+SELECT model, step, split, qtype, round(loss, 4) AS loss, round(accuracy, 4) AS accuracy, samples_seen,
        round(elapsed_s, 1) AS elapsed_s
-FROM training ORDER BY model, split DESC, step""",
+FROM training ORDER BY model, split DESC, step, qtype""",
     "failures": """
 SELECT stage, kind, count(*) AS samples, any_value(reason) AS reason, string_agg(sample_id, ', ') AS sample_ids
 FROM failures GROUP BY stage, kind ORDER BY stage, kind""",
@@ -118,6 +128,9 @@ def render(database: str, html_path: str) -> None:
                                 "no inference in this study"),
             "schedules": _table(con, "Schedules (first sample; tokens per stage and per layer)", "schedules",
                                 "no reduced setting"),
+            "accuracy": _table(con, "Full-token accuracy per model and question type (test: the study's samples; "
+                               "val: the training run's validation split; chance: 1 / options)", "accuracy",
+                               "no inference in this study"),
             "training": _table(con, "Training log", "training", "no model was trained in this study (random weights)"),
             "failures": _table(con, "", "failures", "no failures"),
             "runs": _table(con, "Jobs per rule", "runs"),
