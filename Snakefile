@@ -39,6 +39,7 @@ include: "workflow/rules/frames.smk"
 include: "workflow/rules/redundancy.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/inference.smk"
+include: "workflow/rules/probing.smk"
 include: "workflow/rules/store.smk"
 include: "workflow/rules/report.smk"
 

@@ -70,14 +70,16 @@ def tiny_config(study: str = "tiny", **overrides) -> dict:
         "frames": {"sampling": "uniform", "num_frames": 8, "size": [56, 56]},
         "redundancy": {"methods": ["evs", "random"], "q": [0.5, 0.75], "patch_size": 14, "embed_dim": 16},
         "models": {
-            "tiny_hybrid": {"kind": "tiny", "path": None, "image_size": 56,
+            "tiny_hybrid": {"kind": "tiny", "path": None, "image_size": 56, "patch_size": 14,
                             "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "hidden_size": 32},
                             "training": {"steps": 4, "batch_size": 4, "lr": 1e-3, "log_every": 2,
                                          "train_videos": 16, "val_videos": 8}},
-            "tiny_transformer": {"kind": "tiny", "path": None, "image_size": 56,
-                                 "llm": {"family": "qwen2", "num_layers": 4, "hidden_size": 32}},
+            "tiny_transformer": {"kind": "tiny", "path": None, "image_size": 56, "patch_size": 14,
+                                 "llm": {"family": "qwen2", "num_layers": 4, "hidden_size": 32},
+                                 "training": None},  # the default config trains it: switch that off
         },
         "reduction": {"first_layer": 1, "num_stages": 2},
+        "probing": {"num_videos": 12, "n_boot": 10, "pca_components": 2},
         "inference": {"models": ["tiny_hybrid", "tiny_transformer"], "pre_llm": ["none"],
                       "methods": ["none", "hybrid_progressive"], "budgets": [1.0, 0.5], "warmup": 0, "repeats": 1},
     }

@@ -134,3 +134,13 @@ def test_bad_init_from_is_rejected_with_its_field(models, message):
     with pytest.raises(ConfigError, match=message):
         for name in models:
             base_model({"models": models}, name)
+
+
+def test_an_unreachable_finetuning_budget_fails_before_training(pools):
+    from hybridreduce.errors import ConfigError
+
+    cfg = model_cfg("nemotron_h", steps=3, reduction_budgets=[0.5, 0.01])
+    model, tok = new_tiny_model(cfg, seed=0)
+    with pytest.raises(ConfigError, match=r"training.reduction_budgets: 0.01 cannot be reached"):
+        next(train(TinyVLMAdapter.from_model(model, tok), *pools, cfg["training"], seed=0,
+                   reduction_cfg={"first_layer": 1, "num_stages": 1}))

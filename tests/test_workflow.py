@@ -32,7 +32,7 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     assert rows(db, "SELECT count(*) FROM failures") == [(0,)]
     assert rows(db, "SELECT study, seed FROM study") == [("tiny", 0)]
     rules = {r for (r,) in rows(db, "SELECT DISTINCT rule FROM runs")}
-    assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy", "build_model", "infer"}
+    assert rules == {"synthesize_sample", "extract_frames", "reduce_redundancy", "build_model", "infer", "probe"}
     assert rows(db, "SELECT model, split, count(*) FROM training GROUP BY ALL ORDER BY ALL") == [
         ("tiny_hybrid", "train", 2), ("tiny_hybrid", "val", 5)]  # val: all + the four question types
     # 2 models x (none at 1.0, hybrid_progressive at 0.5) x 4 samples
@@ -47,9 +47,18 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     umask = os.umask(0)
     os.umask(umask)
     assert report.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others as the umask allows
+    # probing: hybrid M*M-M*: every layer but the MLP at 3 scores (5 layers); qwen2: 4 attention layers
+    assert rows(db, "SELECT model, count(DISTINCT layer), count(*) FROM layer_sparsity GROUP BY ALL ORDER BY ALL") == [
+        ("tiny_hybrid", 5, 5 * 2 * 3), ("tiny_transformer", 4, 4 * 2 * 3)]  # layers x scores x metrics
+    assert rows(db, "SELECT model, count(*), bool_and(spearman > 0.999 AND jaccard = 1) FILTER (layer_a = layer_b) "
+                    "FROM layer_stability GROUP BY ALL ORDER BY ALL") == [("tiny_hybrid", 25, True),
+                                                                          ("tiny_transformer", 16, True)]
+    assert rows(db, "SELECT target, count(*) FROM probe_retention GROUP BY ALL ORDER BY ALL") == [
+        ("event", 9), ("state", 9)]
     html = report.read_text()
     for section in ("Methods", "Data", "Visual redundancy reduction", "Training log", "Token reduction inside the LLM",
-                    "Accuracy, realised budget and prefill time", "Failures", "<svg"):
+                    "Accuracy, realised budget and prefill time", "Failures", "<svg", "Claim 1.", "Claim 3.",
+                    "Full-token accuracy"):
         assert section in html
     # offline: no external resource is referenced (the only URL is the SVG namespace)
     assert set(re.findall(r"https?://[^\s\"'<>]+", html)) <= {"http://www.w3.org/2000/svg"}
@@ -65,7 +74,7 @@ def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
         "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 4, "reduce_redundancy": 2,
-        "report": 1, "synthesize_sample": 4}
+        "report": 1, "synthesize_sample": 4, "probe": 2}
     assert not (tmp_path / "results").exists()
 
 
@@ -99,11 +108,12 @@ def test_growing_the_test_set_keeps_existing_videos_and_the_models(tiny_study, t
     cfg = tiny_config()
     cfg["dataset"]["synthetic"]["num_videos"] = 5
     jobs = planned_jobs(run_snakemake(work, cfg, "-n").stdout)
-    assert "build_model" not in jobs and jobs["synthesize_sample"] == 1 and jobs["infer"] == 4
+    assert "build_model" not in jobs and "probe" not in jobs  # probing uses its own probe set
+    assert jobs["synthesize_sample"] == 1 and jobs["infer"] == 4
 
 
 def test_collect_is_idempotent(tiny_study, tmp_path):
-    results = [str(p) for folder in ("dataset/samples", "frames", "redundancy", "inference")
+    results = [str(p) for folder in ("dataset/samples", "frames", "redundancy", "inference", "probing")
                for p in (tiny_study / "results/tiny" / folder).rglob("*.json")]
     results += [str(p) for p in (tiny_study / "results/tiny/models").glob("*.json")]
     config = yaml.safe_load((tiny_study / "config.yaml").read_text())

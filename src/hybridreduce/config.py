@@ -37,6 +37,9 @@ def validate_config(config: dict, schema_path: str) -> dict:
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_explain(e) for e in errors))
+    for model, cfg in config.get("models", {}).items():
+        if cfg.get("training", False) is None:  # `training: null` switches off a default's training section
+            del cfg["training"]
     for model in config.get("models", {}):
         base_model(config, model)
     try:

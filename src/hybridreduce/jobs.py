@@ -145,6 +145,20 @@ def infer(input, output, params, wildcards) -> None:
     result.write(output.result)
 
 
+def probe(input, output, params, wildcards) -> None:
+    """Importance sparsity, cross-layer stability and retention probes for one model."""
+    import torch
+
+    from .probing.run import probe_model
+
+    torch.set_num_threads(params.probing.get("threads", 1))
+    result = JobResult(rule="probe", params={k: getattr(params, k) for k in ("model", "probing", "data", "seed")})
+    for table, row in probe_model(wildcards.model, params.model, params.data["synthetic"], params.data["num_frames"],
+                                  params.probing, params.seed):
+        result.add(table, row)
+    result.write(output.result)
+
+
 def collect_results(input, output, params, wildcards) -> None:
     counts = collect(list(input.results), output.database, params.config)
     print(json.dumps(counts, indent=1))
@@ -163,6 +177,7 @@ JOBS = {
     "reduce_redundancy": reduce_redundancy,
     "build_model": build_model,
     "infer": infer,
+    "probe": probe,
     "collect": collect_results,
     "report": render_report,
 }

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..dataset.sample import LETTERS
+from ..errors import ConfigError
 from ..dataset.synthetic import SyntheticSpec, render_sample, training_questions
 from ..reduction.engine import PromptLayout, prefill
 from ..reduction.methods import plan
@@ -131,6 +132,12 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = adapter.model
+    num_vision = train_pool.frames.shape[1] * model.config.grid_size ** 2
+    for budget in cfg.get("reduction_budgets") or []:  # fail before training, not at the first unlucky draw
+        try:
+            plan("hybrid_progressive", adapter.stack.layer_types, budget, num_vision, reduction_cfg)
+        except ConfigError as e:
+            raise ConfigError(f"training.reduction_budgets: {budget} cannot be reached by this model ({e})") from None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
     steps, bs = cfg["steps"], cfg["batch_size"]
     t0, seen, run_loss, run_acc = time.perf_counter(), 0, [], []
@@ -143,8 +150,8 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
             loss, acc = _reduced_loss(adapter, frames, samples, cfg["reduction_budgets"], reduction_cfg, rng), None
         else:
             conversations = train_pool.questions(idx, conversation=cfg.get("conversation", True))
-            logits = _option_logits(adapter, *_batch_embeds(adapter, frames, conversations)[:3])
-            answers = torch.tensor([LETTERS.index(a) for turns in conversations for _, _, a in turns])
+            embeds, which, ends, answers = _batch_embeds(adapter, frames, conversations)
+            logits = _option_logits(adapter, embeds, which, ends)
             loss = F.cross_entropy(logits, answers)
             acc = float((logits.argmax(-1) == answers).float().mean())
         for group in opt.param_groups:

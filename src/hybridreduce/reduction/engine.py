@@ -9,6 +9,7 @@ positions of its tokens. Generation after prefill uses the reduced sequence.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -62,15 +63,17 @@ class PrefillResult:
         vision_per_layer: vision tokens processed by each layer.
         stage_keep: stage layer -> ``(k,)`` input indices of the vision tokens it kept (for replay).
         score_s: wall time spent scoring and gathering tokens.
+        last_hidden: ``(D,)`` the last layer's output at the last position (before the final norm).
     """
 
     logits: torch.Tensor
     vision_per_layer: list[int]
     stage_keep: dict[int, torch.Tensor] = field(default_factory=dict)
     score_s: float = 0.0
+    last_hidden: torch.Tensor | None = None
 
 
-def _score(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, query: torch.Tensor,
+def score_layer(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, query: torch.Tensor,
            vision: torch.Tensor, scorer: Scorer, generator: torch.Generator | None) -> torch.Tensor:
     """``(|V_cur|,)`` importance of the current vision tokens at layer ``i``."""
     if scorer.kind == "random":
@@ -91,18 +94,20 @@ def prefill(
     scorer: Scorer | None = None,
     fixed_keep: dict[int, torch.Tensor] | None = None,
     grad: bool = False,
+    observer: Callable[[int, torch.Tensor, dict, SeqState], None] | None = None,
 ) -> PrefillResult:
     """Run the decoder on ``embeds`` ``(1, L, D)``, reducing vision tokens as ``schedule`` says.
 
     With ``fixed_keep`` the stages keep exactly those input indices instead of scoring (used to replay a
     reduction while generating). With no schedule this is the model's own forward, layer by layer. ``grad``
     keeps the autograd graph (finetuning under reduction; token selection itself is not differentiable).
+    ``observer(i, hidden, ctx, state)`` sees the input of every layer ``i`` after that layer's reduction (probing).
     """
     with torch.set_grad_enabled(grad):
-        return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep)
+        return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer)
 
 
-def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep) -> PrefillResult:
+def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> PrefillResult:
     length = embeds.shape[1]
     is_vision = torch.zeros(length, dtype=torch.bool, device=embeds.device)
     is_vision[layout.vision_idx] = True
@@ -128,7 +133,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep) -> PrefillResu
                 k = min(stages[i], len(vision))
                 query = (torch.nonzero(is_query[state.index]).flatten() if scorer.query == "question"
                          else torch.tensor([hidden.shape[1] - 1], device=hidden.device))
-                scores = _score(stack, i, hidden, ctx, query, vision, scorer, generator)
+                scores = score_layer(stack, i, hidden, ctx, query, vision, scorer, generator)
                 top = torch.argsort(scores, descending=True, stable=True)[:k]
                 chosen = torch.zeros_like(cur_vision)
                 chosen[vision[top]] = True
@@ -138,9 +143,12 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep) -> PrefillResu
             ctx = stack.begin(hidden, state)
             score_s += time.perf_counter() - t0
         per_layer.append(int(is_vision[state.index].sum()))
+        if observer is not None:
+            observer(i, hidden, ctx, state)
         hidden = stack.run_layer(i, hidden, ctx)
     logits = stack.logits(hidden[:, -1:])[0, -1]
-    return PrefillResult(logits=logits, vision_per_layer=per_layer, stage_keep=stage_keep, score_s=score_s)
+    return PrefillResult(logits=logits, vision_per_layer=per_layer, stage_keep=stage_keep, score_s=score_s,
+                         last_hidden=hidden[0, -1])
 
 
 def _append_position(layout: PromptLayout) -> PromptLayout:

@@ -15,6 +15,7 @@ import jinja2
 import yaml
 
 from ..store import atomic_write
+from .probing import probing_section
 from .svg import line_chart
 
 
@@ -81,9 +82,10 @@ FROM runs GROUP BY rule ORDER BY rule""",
 }
 
 
-def _table(con: duckdb.DuckDBPyConnection, title: str, key: str, empty: str = "no rows") -> Table:
-    cur = con.execute(QUERIES[key])
-    return Table(title, QUERIES[key].strip(), [d[0] for d in cur.description], cur.fetchall(), empty)
+def _table(con: duckdb.DuckDBPyConnection, title: str, key: str, queries: dict = QUERIES, empty: str = "no rows"
+           ) -> Table:
+    cur = con.execute(queries[key])
+    return Table(title, queries[key].strip(), [d[0] for d in cur.description], cur.fetchall(), empty)
 
 
 def _curves(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -122,17 +124,18 @@ def render(database: str, html_path: str) -> None:
         versions = con.execute("SELECT versions FROM runs ORDER BY finished_at DESC LIMIT 1").fetchall()
         tables = {
             "dataset": _table(con, "Samples per source, split and question type", "dataset"),
-            "videos": _table(con, "Videos and extracted frames", "videos", "no video was decoded"),
+            "videos": _table(con, "Videos and extracted frames", "videos", empty="no video was decoded"),
             "reduction": _table(con, "Kept visual tokens per method and pruning rate q", "reduction"),
             "inference": _table(con, "Accuracy, realised budget and prefill time per setting", "inference",
-                                "no inference in this study"),
+                                empty="no inference in this study"),
             "schedules": _table(con, "Schedules (first sample; tokens per stage and per layer)", "schedules",
-                                "no reduced setting"),
+                                empty="no reduced setting"),
             "accuracy": _table(con, "Full-token accuracy per model and question type (test: the study's samples; "
                                "val: the training run's validation split; chance: 1 / options)", "accuracy",
-                               "no inference in this study"),
-            "training": _table(con, "Training log", "training", "no model was trained in this study (random weights)"),
-            "failures": _table(con, "", "failures", "no failures"),
+                               empty="no inference in this study"),
+            "training": _table(con, "Training log", "training",
+                               empty="no model was trained in this study (random weights)"),
+            "failures": _table(con, "", "failures", empty="no failures"),
             "runs": _table(con, "Jobs per rule", "runs"),
         }
         series: dict[str, list[tuple[float, float]]] = {}
@@ -141,6 +144,7 @@ def render(database: str, html_path: str) -> None:
             series.setdefault(method, []).append((q, frac))
         n_samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
         curves = _curves(con)
+        probing = probing_section(con, _table)
     finally:
         con.close()
     env = jinja2.Environment(
@@ -155,6 +159,7 @@ def render(database: str, html_path: str) -> None:
         tables=tables,
         kept_chart=line_chart(series, "q (pruning rate)", "kept fraction"),
         curves=curves,
+        probing=probing,
         css=(resources.files("hybridreduce.report") / "templates" / "style.css").read_text(),
     )
     with atomic_write(html_path) as f:

@@ -54,3 +54,38 @@ def line_chart(
                    f'<text x="{width - pad_r + 30}" y="{ly - 4}">{escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def heatmap(labels: list[str], values: dict[tuple[int, int], float], title: str, cell: int = 34,
+            lo: float = -1.0, hi: float = 1.0) -> str:
+    """A square matrix ``values[(i, j)]`` over ``labels`` (blue = ``lo``, white = middle, red = ``hi``); every
+    cell carries its value as a ``<title>`` tooltip and as text."""
+    if not labels:
+        return ""
+    n, pad = len(labels), 64
+    size = pad + n * cell + 8
+
+    def colour(v: float) -> str:
+        if v != v:  # nan
+            return "#cccccc"
+        t = max(0.0, min(1.0, (v - lo) / (hi - lo))) * 2 - 1  # -1 .. 1
+        r, g, b = (255, int(255 * (1 - t)), int(255 * (1 - t))) if t >= 0 else (int(255 * (1 + t)),) * 2 + (255,)
+        return f"#{r:02x}{g:02x}{b:02x}"
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 18}" role="img" '
+           f'aria-label="{escape(title)}" class="chart">',
+           f'<text x="{pad}" y="12">{escape(title)}</text>']
+    for i, label in enumerate(labels):
+        y = 18 + pad + i * cell
+        out.append(f'<text x="{pad - 4}" y="{y + cell / 2 + 4:.1f}" text-anchor="end">{escape(label)}</text>')
+        out.append(f'<text transform="translate({pad + i * cell + cell / 2 + 4:.1f} {18 + pad - 4}) rotate(-90)">'
+                   f"{escape(label)}</text>")
+        for j in range(n):
+            v = values.get((i, j), float("nan"))
+            x = pad + j * cell
+            out.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{colour(v)}" stroke="#fff">'
+                       f"<title>{escape(labels[i])} × {escape(labels[j])}: {v:.3f}</title></rect>"
+                       f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" text-anchor="middle" '
+                       f'class="cell">{v:.2f}</text>')
+    out.append("</svg>")
+    return "".join(out)

@@ -1,0 +1,32 @@
+# Probing (STUDY.md §4): one job per tiny model of the study (finetuned copies excluded: they share their base's
+# architecture question), on a probe set rendered from the synthetic benchmark's val split.
+def probed_models():
+    if not config["probing"]["enabled"] or config["dataset"]["source"] != "synthetic":
+        return []
+    return [m for m in config["inference"]["models"]
+            if config["models"][m].get("kind", "tiny") == "tiny" and not base_model(config, m)]
+
+
+rule probe:
+    input:
+        model=model_input,
+    output:
+        result=f"{RESULTS}/probing/{{model}}.json",
+    params:
+        model=lambda wildcards: {**config["models"][wildcards.model], "path": MODEL_PATHS[wildcards.model]},
+        probing=config["probing"],
+        # the generator's settings, not the test set's size: growing the test set does not rerun probing
+        data={"synthetic": {k: v for k, v in config["dataset"]["synthetic"].items() if k not in ("num_videos", "split")},
+              "num_frames": config["frames"]["num_frames"]},
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/probe/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/probe/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/job.py"
