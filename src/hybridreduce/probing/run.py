@@ -31,6 +31,11 @@ from . import analysis
 from .record import hidden_without, record_layers
 
 
+def _nulls(row: dict) -> dict:
+    """NaN (an undefined statistic, e.g. retention when ceiling = floor) is stored as SQL NULL."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+
+
 def _event_frames(sample, num_frames: int, spec: SyntheticSpec) -> np.ndarray:
     """``(T,)`` bool: sampled frames in which any event is visible."""
     idx = np.linspace(0, spec.num_frames - 1, num_frames, dtype=np.int64)
@@ -85,12 +90,12 @@ def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int
     for score_name, attr in (("decay_free", "importance"), ("decay", "importance_decay")):
         for row in analysis.sparsity_summary([getattr(r, attr) for r in records], rng=seed):
             j = row.pop("layer")
-            yield "layer_sparsity", {"model": name, "score": score_name, "layer": layers[j], "layer_type": types[j],
-                                     **row}
+            yield "layer_sparsity", _nulls({"model": name, "score": score_name, "layer": layers[j],
+                                            "layer_type": types[j], **row})
     for row in analysis.stability_summary([r.importance for r in records], frac=cfg["topk_frac"]):
         a, b = row.pop("layer_a"), row.pop("layer_b")
         row.pop("n_spearman", None)
-        yield "layer_stability", {"model": name, "layer_a": layers[a], "layer_b": layers[b], **row}
+        yield "layer_stability", _nulls({"model": name, "layer_a": layers[a], "layer_b": layers[b], **row})
 
     state_x, state_floor, state_y = np.array(state_x), np.array(state_floor), np.array(state_y)  # (n, S, D)
     event_x, event_floor, colours = np.array(event_x), np.array(event_floor), np.array(colours)
@@ -107,5 +112,5 @@ def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int
 
         for target, fit in (("state", fit_state), ("event", fit_event)):
             res = analysis.bootstrap_retention(fit, n, n_boot=cfg["n_boot"], rng=seed, test_frac=cfg["test_frac"])
-            yield "probe_retention", {"model": name, "layer": layer, "layer_type": kind, "target": target,
-                                      "keep_ratio": keep_ratio if target == "state" else None, **res}
+            yield "probe_retention", _nulls({"model": name, "layer": layer, "layer_type": kind, "target": target,
+                                             "keep_ratio": keep_ratio if target == "state" else None, **res})

@@ -61,7 +61,7 @@ def probing_section(con: duckdb.DuckDBPyConnection, table) -> dict | None:
         heatmaps.append(heatmap(labels, values, f"{model}: Spearman ρ between layers"))
     retention: dict[str, list[tuple[float, float]]] = {}
     for model, target, layer, value in _rows(con, "SELECT model, target, layer, mean FROM probe_retention "
-                                                  "WHERE isfinite(mean) ORDER BY ALL"):
+                                                  "WHERE mean IS NOT NULL ORDER BY ALL"):
         retention.setdefault(f"{model} · {target}", []).append((layer, value))
 
     # claim 1
@@ -78,7 +78,7 @@ def probing_section(con: duckdb.DuckDBPyConnection, table) -> dict | None:
     means = {(m, t): v for m, t, v in _rows(con, """
         SELECT r.model, r.target, avg(r.mean) FROM probe_retention r
         JOIN (SELECT model, min(layer) AS first FROM probe_retention GROUP BY model) f USING (model)
-        WHERE r.layer > f.first AND isfinite(r.mean) GROUP BY ALL""")}
+        WHERE r.layer > f.first AND r.mean IS NOT NULL GROUP BY ALL""")}
     targets = sorted({t for _, t in means})
     if not hybrids or not transformers or not targets:
         claim3 = "not measured in this study"
