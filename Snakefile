@@ -7,6 +7,7 @@ from snakemake.utils import min_version
 
 from hybridreduce.config import base_model, inference_settings, model_paths, training_data, validate_config
 from hybridreduce.dataset import read_manifest, study_samples
+from hybridreduce.dataset.synthetic import generator_settings
 
 min_version("9.0")
 

@@ -89,7 +89,8 @@ def base_model(config: dict, model: str) -> str | None:
                               "workflow (kind: tiny, path: null)")
         seen.append(base)
         base = config["models"][base].get("training", {}).get("init_from")
-    clash = [k for k in ("llm", "image_size", "patch_size", "vision_hidden_size") if name and k in config["models"][model]]
+    architecture = ("llm", "image_size", "patch_size", "vision_hidden_size")
+    clash = [k for k in architecture if name and k in config["models"][model]]
     if clash:
         raise ConfigError(f"models.{model}: {', '.join(clash)} cannot be set on a model finetuned from '{name}' "
                           "(its architecture is the base model's)")
@@ -103,6 +104,8 @@ def training_data(config: dict, model: str) -> dict:
     training = config["models"][model].get("training")
     if not training:
         return {}
-    synthetic = {k: v for k, v in config["dataset"].get("synthetic", {}).items() if k not in ("num_videos", "split")}
+    from .dataset.synthetic import generator_settings
+
+    synthetic = generator_settings(config["dataset"].get("synthetic", {}))
     return {"synthetic": synthetic, "num_frames": config["frames"]["num_frames"],
             "reduction": config["reduction"] if training.get("reduction_budgets") else {}}

@@ -16,7 +16,7 @@ rule probe:
         model=lambda wildcards: {**config["models"][wildcards.model], "path": MODEL_PATHS[wildcards.model]},
         probing=config["probing"],
         # the generator's settings, not the test set's size: growing the test set does not rerun probing
-        data={"synthetic": {k: v for k, v in config["dataset"]["synthetic"].items() if k not in ("num_videos", "split")},
+        data={"synthetic": generator_settings(config["dataset"]["synthetic"]),
               "num_frames": config["frames"]["num_frames"]},
         seed=config["seed"],
     log:

@@ -29,6 +29,11 @@ QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 QTYPES = ("colour", "location", "count", "order")
 
 
+def generator_settings(synthetic_cfg: dict) -> dict:
+    """``dataset.synthetic`` without the test set's size and split: what a rendered sample depends on."""
+    return {k: v for k, v in synthetic_cfg.items() if k not in ("num_videos", "split")}
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """Size and timing of the benchmark (config section ``dataset.synthetic``)."""
@@ -48,6 +53,12 @@ class SyntheticSpec:
     def from_config(cls, cfg: dict, seed: int) -> "SyntheticSpec":
         fields = cls.__dataclass_fields__
         return cls(seed=seed, **{k: v for k, v in cfg.items() if k in fields and k != "seed"})
+
+    @classmethod
+    def for_split(cls, generator_cfg: dict, split: str, seed: int) -> "SyntheticSpec":
+        """The generator settings of ``generator_cfg`` (its test-set size and split ignored) for ``split``:
+        training and probing render their own train / val samples with the study's generator."""
+        return cls.from_config({**generator_settings(generator_cfg), "split": split}, seed)
 
     @property
     def num_frames(self) -> int:

@@ -192,10 +192,8 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
         model, tokenizer = new_tiny_model(model_cfg, seed)
         adapter = TinyVLMAdapter.from_model(model, tokenizer)
     size = model.config.image_size
-    spec = {k: v for k, v in synthetic_cfg.items() if k not in ("num_videos", "split")}
-    train_pool = Pool(SyntheticSpec.from_config({**spec, "split": "train"}, seed), cfg["train_videos"], num_frames,
-                      size)
-    val_pool = Pool(SyntheticSpec.from_config({**spec, "split": "val"}, seed), cfg["val_videos"], num_frames, size)
+    train_pool = Pool(SyntheticSpec.for_split(synthetic_cfg, "train", seed), cfg["train_videos"], num_frames, size)
+    val_pool = Pool(SyntheticSpec.for_split(synthetic_cfg, "val", seed), cfg["val_videos"], num_frames, size)
     yield from train(adapter, train_pool, val_pool, cfg, seed, reduction_cfg)
     model.eval()
     model.save_pretrained(out_dir)

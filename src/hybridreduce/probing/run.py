@@ -50,8 +50,7 @@ def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int
     adapter = load_adapter(name, model_cfg)
     if not isinstance(adapter, TinyVLMAdapter):
         raise NotImplementedError("probing runs on the synthetic benchmark's ground truth: tiny models only")
-    spec_cfg = {k: v for k, v in synthetic_cfg.items() if k not in ("num_videos", "split")}
-    spec = SyntheticSpec.from_config({**spec_cfg, "split": "val"}, seed)
+    spec = SyntheticSpec.for_split(synthetic_cfg, "val", seed)
     pool = Pool(spec, cfg["num_videos"], num_frames, adapter.model.config.image_size)
     keep_ratio = cfg["keep_ratio"]
 
