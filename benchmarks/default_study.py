@@ -50,8 +50,9 @@ def main() -> None:
         rows = con.execute("""
             SELECT model, split, accuracy, elapsed_s FROM training WHERE split = 'val' AND qtype = 'all'
             UNION ALL
-            SELECT model, 'test', avg(correct::DOUBLE), NULL FROM inference
-            WHERE pre_method = 'none' AND method = 'none' GROUP BY model ORDER BY model, split DESC""").fetchall()
+            SELECT model, 'test', value, NULL FROM scores
+            WHERE pre_method = 'none' AND method = 'none' AND task = 'hybridreduce_local' AND metric = 'accuracy'
+            ORDER BY model, split DESC""").fetchall()
     for model, split, acc, elapsed in rows:
         took = f" (trained in {elapsed:.0f} s)" if elapsed is not None else ""
         print(f"{model:>20} {split:>4} accuracy {acc:.3f}{took}  (chance 0.25)")

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import time
 
 import duckdb
 import yaml
@@ -42,6 +43,16 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
         ("tiny_transformer", "hybrid_progressive", 0.5, 4, True), ("tiny_transformer", "none", 1.0, 4, True)]
     assert rows(db, "SELECT DISTINCT layer_pattern FROM inference ORDER BY 1") == [("****",), ("M*M-M*",)]
     assert rows(db, "SELECT count(*) FROM latency WHERE prefill_s > 0 AND speedup > 0") == [(16,)]
+    # accuracy comes from one lmms-eval run per setting: its aggregate equals the mean of its per-sample log,
+    # and every per-sample score is the recorded answer checked against the sample's gold letter
+    assert rows(db, "SELECT task, metric, count(*), sum(num_samples) FROM scores GROUP BY ALL") == [
+        ("hybridreduce_local", "accuracy", 4, 16)]
+    assert rows(db, """SELECT bool_and(abs(s.value - a.mean) < 1e-9) FROM scores s JOIN (
+                           SELECT model, pre_method, method, budget, avg(score) AS mean FROM sample_scores GROUP BY ALL
+                       ) a USING (model, pre_method, method, budget)""") == [(True,)]
+    assert rows(db, """SELECT count(*), bool_and(a.score = (i.predicted = s.answer)::DOUBLE)
+                       FROM sample_scores a JOIN inference i USING (model, pre_method, method, budget, sample_id)
+                       JOIN samples s USING (sample_id)""") == [(16, True)]
 
     report = tiny_study / "reports/tiny/index.html"
     umask = os.umask(0)
@@ -73,7 +84,7 @@ def test_second_run_does_nothing(tiny_study):
 def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 4, "reduce_redundancy": 2,
+        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 4, "lmms_task": 1, "reduce_redundancy": 2,
         "report": 1, "synthesize_sample": 4, "probe": 2}
     assert not (tmp_path / "results").exists()
 
@@ -183,7 +194,7 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     proc = run_snakemake(tmp_path, cfg, "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "infer": 4,
+        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "infer": 4, "lmms_task": 1,
         "report": 1}
 
 
@@ -202,6 +213,20 @@ def test_paper_config_dry_runs_without_weights(tmp_path):
     jobs = planned_jobs(proc.stdout)
     # 2 models x 2 pre-LLM x (none + 9 methods x 3 budgets)
     assert jobs["infer"] == 2 * 2 * (1 + 9 * 3) and "build_model" not in jobs
+
+
+def test_failing_lmms_eval_run_fails_its_job_with_the_lmms_eval_error(tiny_study, tmp_path):
+    work = tmp_path / "study"
+    shutil.copytree(tiny_study, work, symlinks=True)
+    cfg = tiny_config()
+    cfg["scoring"] = {"tasks": ["hybridreduce_local", "no_such_task"]}
+    proc_started = time.time()
+    proc = run_snakemake(work, cfg, check=False)
+    assert proc.returncode != 0
+    failed = [p for p in (work / "results/tiny/logs/infer").rglob("*.log") if p.stat().st_mtime > proc_started]
+    assert failed and all("Tasks not found: no_such_task" in p.read_text() for p in failed)
+    assert "lmms-eval failed" in failed[0].read_text()
+    assert not (work / "results/tiny/study.duckdb.tmp").exists()
 
 
 def test_missing_checkpoint_fails_its_job_naming_the_path(tmp_path):

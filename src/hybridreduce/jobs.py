@@ -123,25 +123,47 @@ def build_model(input, output, params, wildcards) -> None:
     result.write(output.result)
 
 
-def infer(input, output, params, wildcards) -> None:
-    """One (model, pre-LLM method, in-LLM method, budget) setting over every usable sample."""
-    import torch
+def lmms_task(input, output, params, wildcards) -> None:
+    """The study's samples as the local lmms-eval task ``hybridreduce_local`` (YAML + utils + samples.jsonl)."""
+    from .scoring.lmms_run import write_local_task
 
-    from .inference import run_setting
-
-    torch.manual_seed(params.seed)
-    torch.set_num_threads(params.run.get("threads", 1))
-    result = JobResult(rule="infer", params={k: getattr(params, k) for k in ("model", "run", "reduction", "seed")})
-    samples = []
+    usable = []
     for sample_path, frames_path in zip(input.samples, input.frames):
-        with np.load(frames_path) as data:
-            frames = data["frames"]
-        if len(frames):  # 0 frames: extraction failed, already recorded in `failures`
-            samples.append((read_result(sample_path)["tables"]["samples"][0], frames))
-    pre, pre_q = wildcards.pre, float(params.run["pre_llm_q"])
-    for table, row in run_setting(wildcards.model, params.model, pre, pre_q, wildcards.method,
-                                  float(wildcards.budget), samples, params.reduction, params.run, params.seed):
+        if not read_result(frames_path)["tables"].get("failures"):
+            usable.append(read_result(sample_path)["tables"]["samples"][0])
+    write_local_task(usable, output.task)
+    print(f"{len(usable)} of {len(input.samples)} samples in {output.task}")
+
+
+def infer(input, output, params, wildcards) -> None:
+    """One (model, pre-LLM method, in-LLM method, budget) setting: one offline lmms-eval run of the configured
+    tasks with the ``hybridreduce`` plugin model, which records the inference rows while it answers."""
+    import os
+
+    from .scoring.lmms_run import lmms_env, read_records, run_lmms_eval, score_rows
+
+    scoring = params.scoring
+    setting = {"model_name": wildcards.model, "model": params.model, "frames": params.frames,
+               "reduction": params.reduction, "run": params.run, "seed": params.seed}
+    result = JobResult(rule="infer", params={**setting, "scoring": scoring})
+    os.makedirs(output.run, exist_ok=True)
+    setting_path, records_path = os.path.join(output.run, "setting.json"), os.path.join(output.run, "records.jsonl")
+    with atomic_write(setting_path) as f:
+        json.dump(setting, f)
+    model_args = {"config": os.path.abspath(setting_path), "pre": wildcards.pre, "pre_q": params.run["pre_llm_q"],
+                  "method": wildcards.method, "budget": wildcards.budget, "record": os.path.abspath(records_path)}
+    results, samples = run_lmms_eval(
+        scoring["tasks"], model_args, os.path.join(output.run, "lmms_eval"),
+        include_path=input.task[0] if input.task else None, limit=scoring.get("limit"),
+        env=lmms_env(os.path.join(output.run, "plugin"), scoring.get("hf_home"), scoring.get("datasets_cache")))
+    key = {"model": wildcards.model, "pre_method": wildcards.pre, "method": wildcards.method,
+           "budget": float(wildcards.budget)}
+    records, sample_ids = read_records(records_path)
+    for table, row in records:
         result.add(table, row)
+    scores, per_sample = score_rows(results, samples, key, sample_ids)
+    result.add("scores", *scores)
+    result.add("sample_scores", *per_sample)
     result.write(output.result)
 
 
@@ -176,6 +198,7 @@ JOBS = {
     "extract_frames": extract_frames,
     "reduce_redundancy": reduce_redundancy,
     "build_model": build_model,
+    "lmms_task": lmms_task,
     "infer": infer,
     "probe": probe,
     "collect": collect_results,

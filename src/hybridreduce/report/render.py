@@ -41,11 +41,11 @@ FROM videos v JOIN frames f USING (sample_id)
 GROUP BY ALL ORDER BY v.sample_id""",
     "accuracy": """
 WITH test AS (
-    SELECT i.model, coalesce(s.qtype, 'all') AS qtype, count(*) AS samples,
-           round(avg(i.correct::INTEGER), 3) AS test_accuracy, round(avg(1.0 / len(s.options)), 3) AS chance
-    FROM inference i JOIN samples s USING (sample_id)
-    WHERE i.pre_method = 'none' AND i.method = 'none'
-    GROUP BY GROUPING SETS ((i.model), (i.model, s.qtype)))
+    SELECT a.model, coalesce(s.qtype, 'all') AS qtype, count(*) AS samples,
+           round(avg(a.score), 3) AS test_accuracy, round(avg(1.0 / len(s.options)), 3) AS chance
+    FROM sample_scores a JOIN samples s USING (sample_id)
+    WHERE a.pre_method = 'none' AND a.method = 'none' AND a.metric = 'accuracy'
+    GROUP BY GROUPING SETS ((a.model), (a.model, s.qtype)))
 SELECT t.model, t.qtype, t.samples, t.test_accuracy, round(v.accuracy, 3) AS val_accuracy, t.chance
 FROM test t LEFT JOIN training v ON v.model = t.model AND v.split = 'val' AND v.qtype = t.qtype
 ORDER BY t.model, t.qtype <> 'all', t.qtype""",
@@ -57,12 +57,14 @@ SELECT method, q, count(*) AS samples, round(avg(tokens_total), 1) AS tokens_tot
 FROM visual_reduction GROUP BY method, q ORDER BY method, q""",
     "inference": """
 SELECT i.model, i.pre_method AS pre, i.method, i.budget, count(*) AS samples,
-       round(avg(i.correct::INTEGER), 3) AS accuracy,
+       round(avg(a.score), 3) AS accuracy,
        round(avg(i.realised_budget), 4) AS realised_budget, round(avg(i.final_kept_fraction), 4) AS final_kept,
        round(avg(i.overall_budget), 4) AS overall_budget,
        round(median(l.prefill_s) * 1000, 2) AS prefill_ms, round(median(l.speedup), 2) AS speedup,
        round(avg(i.flops_none) / avg(i.flops), 2) AS flops_limit
 FROM inference i JOIN latency l USING (model, pre_method, method, budget, sample_id)
+     LEFT JOIN sample_scores a ON a.metric = 'accuracy' AND a.task = i.task
+         AND (a.model, a.pre_method, a.method, a.budget, a.sample_id) = (i.model, i.pre_method, i.method, i.budget, i.sample_id)
 GROUP BY ALL ORDER BY i.model, pre, i.method, i.budget DESC""",
     "schedules": """
 SELECT model, method, budget, any_value(stage_layers) AS stage_layers, any_value(keep_counts) AS keep_counts,
@@ -92,8 +94,11 @@ def _curves(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """Per (model, pre-LLM method): accuracy and speedup vs realised budget, one line per method. The ``none``
     baseline (budget 1) starts every line."""
     rows = con.execute("""
-        SELECT i.model, i.pre_method, i.method, avg(i.realised_budget), avg(i.correct::INTEGER), median(l.speedup)
+        SELECT i.model, i.pre_method, i.method, avg(i.realised_budget), avg(a.score), median(l.speedup)
         FROM inference i JOIN latency l USING (model, pre_method, method, budget, sample_id)
+             LEFT JOIN sample_scores a ON a.metric = 'accuracy' AND a.task = i.task
+                 AND (a.model, a.pre_method, a.method, a.budget, a.sample_id)
+                     = (i.model, i.pre_method, i.method, i.budget, i.sample_id)
         GROUP BY i.model, i.pre_method, i.method, i.budget ORDER BY ALL""").fetchall()
     groups: dict[tuple[str, str], dict] = {}
     for model, pre, method, budget, acc, speedup in rows:

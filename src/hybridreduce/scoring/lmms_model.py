@@ -1,0 +1,130 @@
+"""The lmms-eval model ``hybridreduce``: any model adapter with any pre-LLM and in-LLM reduction method and budget.
+
+``python -m lmms_eval --model hybridreduce --model_args model=PATH,method=hybrid_progressive,budget=0.25 ...``.
+Model args (all optional but ``model`` or ``config``):
+
+- ``model``: checkpoint folder; ``kind``: adapter family (``tiny``, ``nemotron_h_omni``, ``qwen2_5_vl``);
+- ``method`` / ``budget``: in-LLM method and token budget; ``pre`` / ``pre_q``: pre-LLM method and pruning rate;
+- ``num_frames``, ``frame_size``: frame extraction (uniform sampling, square frames);
+- ``config``: a JSON file with the workflow's full setting (``model_name``, ``model``, ``frames``, ``reduction``,
+  ``run``, ``seed``), which the other args override;
+- ``record``: a JSONL file that receives the ``inference`` / ``latency`` / ``failures`` rows of every request.
+
+Videos are decoded with the workflow's own extractor (PyAV), never lmms-eval's or decord. The answer is the
+greedy choice among the option letters parsed from the task's prompt, returned as that letter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from ..errors import ConfigError, VideoError
+
+DEFAULTS = {
+    "model_name": "model",
+    "model": {"kind": "tiny"},
+    "frames": {"sampling": "uniform", "num_frames": 16, "size": [224, 224], "resize": "crop"},
+    "reduction": {"first_layer": 1, "num_stages": 4, "fastv_layer": 2},
+    "run": {"device": "cpu", "warmup": 1, "repeats": 3},
+    "seed": 0,
+}
+_OPTION = re.compile(r"^\s*\(?([A-Z])[.):]\s*(.*\S)\s*$")
+
+
+def split_choices(context: str) -> tuple[str, list[str]]:
+    """A multiple-choice prompt (``question`` lines, then ``A. option`` lines, then an instruction) as the question
+    and the option texts. Options must be consecutive letters from A."""
+    lines = context.splitlines()
+    start = next((i for i, line in enumerate(lines) if (m := _OPTION.match(line)) and m.group(1) == "A"), None)
+    if start is None:
+        raise ValueError(f"no 'A. ...' option line in the prompt: {context[:200]!r}")
+    options = []
+    for line in lines[start:]:
+        m = _OPTION.match(line)
+        if not m or m.group(1) != chr(ord("A") + len(options)):
+            break
+        options.append(m.group(2))
+    return " ".join(line.strip() for line in lines[:start] if line.strip()), options
+
+
+class HybridReduceLMM(lmms):
+    def __init__(self, model: str | None = None, kind: str | None = None, method: str = "none",
+                 budget: float = 1.0, pre: str = "none", pre_q: float = 0.5, num_frames: int | None = None,
+                 frame_size: int | None = None, config: str | None = None, record: str | None = None,
+                 device: str | None = None, **kwargs) -> None:
+        super().__init__()
+        from ..inference import SettingRunner
+        from ..video import FrameSampling
+
+        setting = json.loads(json.dumps(DEFAULTS))
+        if config:
+            with open(config) as f:
+                setting.update(json.load(f))
+        if model:
+            setting["model"] = {**setting["model"], "path": str(model)}
+            if not config:
+                setting["model_name"] = os.path.basename(os.path.normpath(str(model)))
+        if kind:
+            setting["model"]["kind"] = kind
+        if not setting["model"].get("path"):
+            raise ConfigError("lmms-eval --model_args: 'model' (a checkpoint folder) or 'config' is required")
+        if num_frames:
+            setting["frames"]["num_frames"] = int(num_frames)
+        if frame_size:
+            setting["frames"]["size"] = [int(frame_size), int(frame_size)]
+        if device and device != "None":  # lmms-eval passes its own --device through additional_config
+            setting["run"]["device"] = str(device)
+        if "threads" in setting["run"]:
+            import torch
+
+            torch.set_num_threads(int(setting["run"]["threads"]))
+        self.sampling = FrameSampling.from_config(setting["frames"])
+        self.runner = SettingRunner(setting["model_name"], setting["model"], pre, float(pre_q), method,
+                                    float(budget), setting["reduction"], setting["run"], int(setting["seed"]))
+        self.record_path = record
+        if record:
+            os.makedirs(os.path.dirname(os.path.abspath(record)), exist_ok=True)
+            open(record, "w").close()
+
+    def _record(self, rows: list[tuple[str, dict]], task: str, doc_id: int) -> None:
+        if self.record_path:
+            with open(self.record_path, "a") as f:
+                for table, row in rows:
+                    f.write(json.dumps({"table": table, "task": task, "doc_id": doc_id, "row": row}) + "\n")
+
+    def _answer(self, context: str, doc_to_visual, doc_id: int, task: str, split: str) -> str:
+        from ..video import decode_frames
+
+        doc = self.task_dict[task][split][doc_id]
+        sample_id = str(doc.get("sample_id") or f"{task}/{doc_id}")
+        visuals = [v for v in doc_to_visual(doc) if isinstance(v, str)]
+        if not visuals:
+            self._record([self.runner.failure(sample_id, "missing", f"task {task}: document {doc_id} has no video")],
+                         task, doc_id)
+            return ""
+        try:
+            frames = decode_frames(visuals[0], self.sampling).frames
+        except VideoError as e:
+            self._record([self.runner.failure(sample_id, e.kind, e.reason, e.path)], task, doc_id)
+            return ""
+        question, options = split_choices(context)
+        predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question, options)
+        self._record(rows, task, doc_id)
+        return predicted or ""
+
+    def generate_until(self, requests) -> list[str]:
+        return [self._answer(context, doc_to_visual, doc_id, task, split)
+                for context, _gen_kwargs, doc_to_visual, doc_id, task, split
+                in tqdm([r.args for r in requests], desc="hybridreduce", mininterval=5)]
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError("hybridreduce answers multiple-choice tasks with generate_until (option letter); "
+                                  "loglikelihood / multiple_choice output types are not supported")
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError("hybridreduce does not support multi-round generation")

@@ -1,0 +1,99 @@
+"""lmms-eval as the scoring engine: its own CLI runs the ``hybridreduce`` plugin model on the local task and on
+the real ``videomme`` task definition (offline, against a tiny fake copy of its dataset layout)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from fake_videomme import make_fake_videomme
+
+from hybridreduce.dataset import SyntheticSpec, generate_sample
+from hybridreduce.models.build import build_tiny_model
+from hybridreduce.scoring.lmms_model import split_choices
+from hybridreduce.scoring.lmms_run import (LmmsEvalError, lmms_env, lmms_eval_command, read_records,
+                                           run_lmms_eval, score_rows, write_local_task)
+
+MODEL = {"kind": "tiny", "image_size": 56, "patch_size": 14, "vision_hidden_size": 32,
+         "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "hidden_size": 32}}
+
+
+@pytest.fixture(scope="module")
+def local_study(tmp_path_factory):
+    """A tiny model checkpoint and the local task over 6 synthetic mp4 samples."""
+    root = tmp_path_factory.mktemp("lmms")
+    build_tiny_model(MODEL, str(root / "model"), seed=0)
+    spec = SyntheticSpec.from_config({"num_videos": 6, "duration_s": 6.0, "fps": 4, "width": 64, "height": 64,
+                                      "event_duration_s": 1.5}, seed=0)
+    samples = [generate_sample(spec, i, str(root / f"v{i}.mp4")).to_row() for i in range(6)]
+    write_local_task(samples, str(root / "task"))
+    return root, samples
+
+
+def test_split_choices_reads_question_and_options():
+    question, options = split_choices("Where did it appear?\nA. top left\nB. top right\n(C) bottom\nAnswer now.")
+    assert question == "Where did it appear?" and options == ["top left", "top right", "bottom"]
+    with pytest.raises(ValueError, match="no 'A. ...' option line"):
+        split_choices("What is this?")
+
+
+def test_lmms_eval_cli_scores_the_local_task_as_an_independent_count(local_study):
+    root, samples = local_study
+    record = root / "records.jsonl"
+    args = {"model": root / "model", "method": "hybrid_progressive", "budget": 0.5, "num_frames": 8,
+            "frame_size": 56, "record": record}
+    out = root / "out"
+    cmd = lmms_eval_command(["hybridreduce_local"], args, str(out), include_path=str(root / "task"))
+    assert cmd[1:3] == ["-m", "lmms_eval"]  # lmms-eval's own CLI, the model found through its entry point
+    proc = subprocess.run(cmd, env=lmms_env(str(root / "shim")), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(next(out.rglob("*_results.json")).read_text())
+    logs = [json.loads(line) for line in next(out.rglob("*_samples_hybridreduce_local.jsonl")).open()]
+
+    records, sample_ids = read_records(str(record))
+    predicted = {row["sample_id"]: row["predicted"] for table, row in records if table == "inference"}
+    assert sorted(predicted) == sorted(s["sample_id"] for s in samples)
+    independent = sum(predicted[s["sample_id"]] == s["answer"] for s in samples) / len(samples)
+
+    key = {"model": "m", "pre_method": "none", "method": "hybrid_progressive", "budget": 0.5}
+    scores, per_sample = score_rows(results, {"hybridreduce_local": logs}, key, sample_ids)
+    assert [(r["task"], r["metric"], r["num_samples"]) for r in scores] == [("hybridreduce_local", "accuracy", 6)]
+    assert scores[0]["value"] == pytest.approx(independent)
+    by_id = {r["sample_id"]: r for r in per_sample}
+    answers = {s["sample_id"]: s["answer"] for s in samples}
+    for sid, row in by_id.items():
+        assert row["score"] == float(predicted[sid] == answers[sid]) and row["response"] == predicted[sid]
+    # the same run recorded the reduction itself: every layer after the first stage saw fewer tokens
+    rows = [row for table, row in records if table == "inference"]
+    assert all(r["realised_budget"] == pytest.approx(0.5, abs=1 / 64) for r in rows)
+
+
+def test_real_videomme_task_runs_offline_on_a_fake_layout(local_study, tmp_path):
+    root, _ = local_study
+    hf_home = tmp_path / "hf"
+    docs = make_fake_videomme(str(hf_home), n=3)
+    record = tmp_path / "records.jsonl"
+    args = {"model": root / "model", "method": "none", "num_frames": 8, "frame_size": 56, "record": record}
+    results, logs = run_lmms_eval(["videomme"], args, str(tmp_path / "out"),
+                                  env=lmms_env(str(tmp_path / "shim"), hf_home=str(hf_home)))
+    assert "videomme_perception_score,none" in results["results"]["videomme"]
+    records, sample_ids = read_records(str(record))
+    inference = [row for table, row in records if table == "inference"]
+    # every document reached our model: decoded by our extractor, 8 frames of 4x4 tokens
+    assert sorted(r["sample_id"] for r in inference) == ["videomme/0", "videomme/1", "videomme/2"]
+    assert {r["vision_tokens_full"] for r in inference} == {128}
+    key = {"model": "m", "pre_method": "none", "method": "none", "budget": 1.0}
+    scores, per_sample = score_rows(results, logs, key, sample_ids)
+    assert [s["metric"] for s in scores] == ["videomme_perception_score"]
+    predicted = {r["sample_id"]: r["predicted"] for r in inference}
+    expected = 100 * sum(predicted[f"videomme/{i}"] == d["answer"] for i, d in enumerate(docs)) / len(docs)
+    assert scores[0]["value"] == pytest.approx(expected)
+    assert all(json.loads(r["detail"])["pred_answer"] == predicted[r["sample_id"]] for r in per_sample)
+
+
+def test_failed_lmms_eval_run_raises_with_its_error(local_study, tmp_path):
+    root, _ = local_study
+    with pytest.raises(LmmsEvalError, match="no_such_task"):
+        run_lmms_eval(["no_such_task"], {"model": root / "model"}, str(tmp_path / "out"),
+                      include_path=str(root / "task"))
