@@ -5,7 +5,8 @@ import os
 
 from snakemake.utils import min_version
 
-from hybridreduce.config import base_model, inference_settings, model_paths, training_data, validate_config
+from hybridreduce.config import (base_model, check_checkpoints, check_study_name, claim_study_name,
+                                 inference_settings, model_paths, training_data, validate_config)
 from hybridreduce.dataset import read_manifest, study_samples
 from hybridreduce.dataset.synthetic import generator_settings
 
@@ -17,6 +18,9 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 validate_config(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 
+
+report: "workflow/report/workflow.rst"
+
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
 # sample_id -> video path (manifests are read and validated here, before any job runs)
@@ -25,6 +29,13 @@ SAMPLES = list(VIDEOS)
 MODEL_PATHS = model_paths(config, RESULTS)
 # (model, pre-LLM method, in-LLM method, budget) of every inference job
 SETTINGS = inference_settings(config)
+
+
+onstart:
+    # Real runs only (not `-n`, which plans a study without its weights), before any job starts.
+    check_checkpoints(config)
+    check_study_name(STUDY, RESULTS, workflow.configfiles)
+    claim_study_name(RESULTS, workflow.configfiles)
 
 
 wildcard_constraints:

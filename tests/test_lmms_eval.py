@@ -13,7 +13,7 @@ from hybridreduce.dataset import SyntheticSpec, generate_sample
 from hybridreduce.models.build import build_tiny_model
 from hybridreduce.scoring.lmms_model import split_choices
 from hybridreduce.scoring.lmms_run import (LmmsEvalError, lmms_env, lmms_eval_command, read_records,
-                                           run_lmms_eval, score_rows, write_local_task)
+                                           run_lmms_eval_cli, score_rows, write_local_task)
 
 MODEL = {"kind": "tiny", "image_size": 56, "patch_size": 14, "vision_hidden_size": 32,
          "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "hidden_size": 32}}
@@ -46,7 +46,7 @@ def test_lmms_eval_cli_scores_the_local_task_as_an_independent_count(local_study
     out = root / "out"
     cmd = lmms_eval_command(["hybridreduce_local"], args, str(out), include_path=str(root / "task"))
     assert cmd[1:3] == ["-m", "lmms_eval"]  # lmms-eval's own CLI, the model found through its entry point
-    proc = subprocess.run(cmd, env=lmms_env(str(root / "shim")), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=lmms_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(next(out.rglob("*_results.json")).read_text())
     logs = [json.loads(line) for line in next(out.rglob("*_samples_hybridreduce_local.jsonl")).open()]
@@ -75,8 +75,7 @@ def test_real_videomme_task_runs_offline_on_a_fake_layout(local_study, tmp_path)
     docs = make_fake_videomme(str(hf_home), n=3)
     record = tmp_path / "records.jsonl"
     args = {"model": root / "model", "method": "none", "num_frames": 8, "frame_size": 56, "record": record}
-    results, logs = run_lmms_eval(["videomme"], args, str(tmp_path / "out"),
-                                  env=lmms_env(str(tmp_path / "shim"), hf_home=str(hf_home)))
+    results, logs = run_lmms_eval_cli(["videomme"], args, str(tmp_path / "out"), env=lmms_env(hf_home=str(hf_home)))
     assert "videomme_perception_score,none" in results["results"]["videomme"]
     records, sample_ids = read_records(str(record))
     inference = [row for table, row in records if table == "inference"]
@@ -95,5 +94,5 @@ def test_real_videomme_task_runs_offline_on_a_fake_layout(local_study, tmp_path)
 def test_failed_lmms_eval_run_raises_with_its_error(local_study, tmp_path):
     root, _ = local_study
     with pytest.raises(LmmsEvalError, match="no_such_task"):
-        run_lmms_eval(["no_such_task"], {"model": root / "model"}, str(tmp_path / "out"),
-                      include_path=str(root / "task"))
+        run_lmms_eval_cli(["no_such_task"], {"model": root / "model"}, str(tmp_path / "out"),
+                          include_path=str(root / "task"))

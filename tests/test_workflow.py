@@ -229,11 +229,11 @@ def test_failing_lmms_eval_run_fails_its_job_with_the_lmms_eval_error(tiny_study
     assert not (work / "results/tiny/study.duckdb.tmp").exists()
 
 
-def test_missing_checkpoint_fails_its_job_naming_the_path(tmp_path):
+def test_missing_checkpoint_is_rejected_before_any_job_naming_the_path(tmp_path):
     cfg = tiny_config("nockpt")
     cfg["models"] = {"real": {"kind": "qwen2_5_vl", "path": "checkpoints/absent-model"}}
     cfg["inference"] = {"models": ["real"], "pre_llm": ["none"], "methods": ["none"], "budgets": [1.0]}
     proc = run_snakemake(tmp_path, cfg, check=False)
     assert proc.returncode != 0
-    log = (tmp_path / "results/nockpt/logs/infer/real/none/none/b1.0.log").read_text()
-    assert "models.real.path: model checkpoint 'checkpoints/absent-model' does not exist" in log
+    assert "models.real.path: model checkpoint 'checkpoints/absent-model' does not exist" in proc.stderr
+    assert not (tmp_path / "results/nockpt/logs").exists()

@@ -3,6 +3,9 @@ short error message that names the offending field and what was expected."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import jsonschema
 import yaml
 
@@ -47,6 +50,44 @@ def validate_config(config: dict, schema_path: str) -> dict:
     except WorkflowError as e:  # not expected after the check above; keep Snakemake's message if it happens
         raise ConfigError(f"invalid config: {e}") from None
     return config
+
+
+def check_checkpoints(config: dict) -> None:
+    """Every real checkpoint that inference uses must be a folder (checked for real runs; a dry run plans the
+    study without the weights)."""
+    for model in (config.get("inference") or {}).get("models", []):
+        path = config["models"][model].get("path")
+        if path and not os.path.isdir(path):
+            raise ConfigError(f"models.{model}.path: model checkpoint '{path}' does not exist (expected a "
+                              "save_pretrained folder; download it first, `snakemake -n` plans the study without it)")
+
+
+def _config_ids(configfiles: list[str]) -> list[str]:
+    # Relative to the working directory when inside it, so a copied or moved study folder keeps its identity.
+    return sorted(os.path.relpath(f) if not os.path.relpath(f).startswith("..") else os.path.abspath(f)
+                  for f in configfiles)
+
+
+def check_study_name(study: str, results_dir: str, configfiles: list[str]) -> None:
+    """Two config files with the same ``study`` name would overwrite each other's results: the first run of a
+    study records its config files in ``<results_dir>/configfiles.json``; a run with other files is rejected."""
+    marker = os.path.join(results_dir, "configfiles.json")
+    if not os.path.exists(marker):
+        return
+    with open(marker) as f:
+        previous = json.load(f)
+    if previous != _config_ids(configfiles):
+        raise ConfigError(f"study: '{study}' is already the name of the study in {results_dir}/, made from "
+                          f"{', '.join(previous)}; this run uses {', '.join(_config_ids(configfiles))}. Give this "
+                          "config its own `study` name (or delete that folder to replace the study)")
+
+
+def claim_study_name(results_dir: str, configfiles: list[str]) -> None:
+    """Record which config files make the study in ``results_dir`` (see :func:`check_study_name`)."""
+    from .store import atomic_write
+
+    with atomic_write(os.path.join(results_dir, "configfiles.json")) as f:
+        json.dump(_config_ids(configfiles), f)
 
 
 def model_paths(config: dict, results_dir: str) -> dict[str, str]:

@@ -140,9 +140,13 @@ def infer(input, output, params, wildcards) -> None:
     tasks with the ``hybridreduce`` plugin model, which records the inference rows while it answers."""
     import os
 
-    from .scoring.lmms_run import lmms_env, read_records, run_lmms_eval, score_rows
+    from .scoring.lmms_run import offline_vars
 
     scoring = params.scoring
+    # before lmms-eval or any Hugging Face library is imported in this process: they read these at import time
+    os.environ.update(offline_vars(scoring.get("hf_home"), scoring.get("datasets_cache")))
+    from .scoring.lmms_run import read_records, run_lmms_eval, score_rows
+
     setting = {"model_name": wildcards.model, "model": params.model, "frames": params.frames,
                "reduction": params.reduction, "run": params.run, "seed": params.seed}
     result = JobResult(rule="infer", params={**setting, "scoring": scoring})
@@ -152,10 +156,8 @@ def infer(input, output, params, wildcards) -> None:
         json.dump(setting, f)
     model_args = {"config": os.path.abspath(setting_path), "pre": wildcards.pre, "pre_q": params.run["pre_llm_q"],
                   "method": wildcards.method, "budget": wildcards.budget, "record": os.path.abspath(records_path)}
-    results, samples = run_lmms_eval(
-        scoring["tasks"], model_args, os.path.join(output.run, "lmms_eval"),
-        include_path=input.task[0] if input.task else None, limit=scoring.get("limit"),
-        env=lmms_env(os.path.join(output.run, "plugin"), scoring.get("hf_home"), scoring.get("datasets_cache")))
+    results, samples = run_lmms_eval(scoring["tasks"], model_args, os.path.join(output.run, "lmms_eval"),
+                                     include_path=input.task[0] if input.task else None, limit=scoring.get("limit"))
     key = {"model": wildcards.model, "pre_method": wildcards.pre, "method": wildcards.method,
            "budget": float(wildcards.budget)}
     records, sample_ids = read_records(records_path)

@@ -13,8 +13,13 @@ if config["dataset"]["source"] == "synthetic":
             f"{RESULTS}/logs/synthesize_sample/{{sample}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/synthesize_sample/{{sample}}.tsv"
+        group:
+            "frames"
         resources:
-            mem_mb=500,
+            # cluster job size (workflow/profiles/slurm): config `resources.synthesize_sample`, scaled by the attempt
+            mem_mb=lambda wildcards, attempt: attempt * config["resources"]["synthesize_sample"]["mem_mb"],
+            runtime=lambda wildcards, attempt: attempt * config["resources"]["synthesize_sample"]["runtime"],
+            cpus_per_task=lambda wildcards, threads: threads,
         conda:
             "../../envs/cpu.yaml"
         script:
@@ -31,8 +36,13 @@ else:
             sample=lambda wildcards: MANIFEST_ROWS[wildcards.sample],
         log:
             f"{RESULTS}/logs/manifest_sample/{{sample}}.log",
+        group:
+            "frames"
         resources:
-            mem_mb=200,
+            # cluster job size (workflow/profiles/slurm): config `resources.manifest_sample`, scaled by the attempt
+            mem_mb=lambda wildcards, attempt: attempt * config["resources"]["manifest_sample"]["mem_mb"],
+            runtime=lambda wildcards, attempt: attempt * config["resources"]["manifest_sample"]["runtime"],
+            cpus_per_task=lambda wildcards, threads: threads,
         conda:
             "../../envs/cpu.yaml"
         script:

@@ -18,8 +18,13 @@ rule extract_frames:
         f"{RESULTS}/logs/extract_frames/{{sample}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_frames/{{sample}}.tsv"
+    group:
+        "frames"
     resources:
-        mem_mb=1000,
+        # cluster job size (workflow/profiles/slurm): config `resources.extract_frames`, scaled by the attempt
+        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["extract_frames"]["mem_mb"],
+        runtime=lambda wildcards, attempt: attempt * config["resources"]["extract_frames"]["runtime"],
+        cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"
     script:

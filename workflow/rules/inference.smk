@@ -44,9 +44,12 @@ rule infer:
         f"{RESULTS}/logs/infer/{{model}}/{{pre}}/{{method}}/b{{budget}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/infer/{{model}}/{{pre}}/{{method}}/b{{budget}}.tsv"
-    threads: 1
+    threads: config["inference"]["threads"]
     resources:
-        mem_mb=4000,
+        # cluster job size (workflow/profiles/slurm): config `resources.infer`, scaled by the attempt
+        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["infer"]["mem_mb"],
+        runtime=lambda wildcards, attempt: attempt * config["resources"]["infer"]["runtime"],
+        cpus_per_task=lambda wildcards, threads: threads,
         gpu=lambda wildcards: 1 if config["inference"].get("device", "cpu").startswith("cuda") else 0,
     conda:
         "../../envs/cpu.yaml"

@@ -17,8 +17,13 @@ rule build_model:
         f"{RESULTS}/logs/build_model/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/build_model/{{model}}.tsv"
+    # training threads (models.<name>.training.threads); tiny models train and run on CPUs only, never a GPU
+    threads: lambda wildcards: config["models"][wildcards.model].get("training", {}).get("threads", 1)
     resources:
-        mem_mb=2000,
+        # cluster job size (workflow/profiles/slurm): config `resources.build_model`, scaled by the attempt
+        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["build_model"]["mem_mb"],
+        runtime=lambda wildcards, attempt: attempt * config["resources"]["build_model"]["runtime"],
+        cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"
     script:

@@ -23,9 +23,13 @@ rule probe:
         f"{RESULTS}/logs/probe/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/probe/{{model}}.tsv"
-    threads: 1
+    # probing runs tiny models on CPUs only (never a GPU)
+    threads: config["probing"]["threads"]
     resources:
-        mem_mb=4000,
+        # cluster job size (workflow/profiles/slurm): config `resources.probe`, scaled by the attempt
+        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["probe"]["mem_mb"],
+        runtime=lambda wildcards, attempt: attempt * config["resources"]["probe"]["runtime"],
+        cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"
     script:

@@ -14,8 +14,13 @@ rule reduce_redundancy:
         f"{RESULTS}/logs/reduce_redundancy/{{method}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/reduce_redundancy/{{method}}.tsv"
+    group:
+        "redundancy"
     resources:
-        mem_mb=2000,
+        # cluster job size (workflow/profiles/slurm): config `resources.reduce_redundancy`, scaled by the attempt
+        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["reduce_redundancy"]["mem_mb"],
+        runtime=lambda wildcards, attempt: attempt * config["resources"]["reduce_redundancy"]["runtime"],
+        cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"
     script:

@@ -1,8 +1,9 @@
-"""Run lmms-eval's CLI with the ``hybridreduce`` model and read back what it wrote.
+"""Run lmms-eval with the ``hybridreduce`` model and read back what it wrote.
 
-lmms-eval 0.7.3 exits 0 even when evaluation fails, so success is judged by the results file, and a failure
-raises :class:`LmmsEvalError` carrying lmms-eval's own error lines. Runs are offline: ``HF_HUB_OFFLINE``,
-``HF_DATASETS_OFFLINE`` and ``HF_HOME`` are set in the child's environment before lmms-eval is imported.
+Two ways, one output format: :func:`run_lmms_eval` (lmms-eval's evaluator in this process, what the workflow's
+jobs use) and :func:`run_lmms_eval_cli` (``python -m lmms_eval`` in a child process). lmms-eval 0.7.3's CLI exits 0
+even when evaluation fails, so success is judged by the results file, and a failure raises
+:class:`LmmsEvalError` carrying lmms-eval's own error. Runs are offline (:func:`offline_vars`).
 """
 
 from __future__ import annotations
@@ -44,27 +45,11 @@ def write_local_task(samples: list[dict], out_dir: str) -> None:
             f.write(json.dumps(doc) + "\n")
 
 
-def _plugin_path(shim_dir: str) -> list[str]:
-    """``PYTHONPATH`` entries that let the lmms-eval child import this library and find its ``hybridreduce``
-    model. Where the package is not pip-installed (Snakemake's conda envs import it from ``src/``), a minimal
-    ``.dist-info`` carrying the entry point is written to ``shim_dir``: entry points are discovered on sys.path."""
-    src = str(Path(__file__).resolve().parents[2])
-    if any(ep.name == "hybridreduce" for ep in metadata.entry_points(group="lmms_eval.models")):
-        return [src]
-    info = Path(shim_dir) / "hybridreduce_lmms_plugin-0.0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hybridreduce-lmms-plugin\nVersion: 0.0\n")
-    (info / "entry_points.txt").write_text(
-        "[lmms_eval.models]\nhybridreduce = hybridreduce.scoring.lmms_plugin:manifest\n")
-    return [src, str(shim_dir)]
-
-
-def lmms_env(shim_dir: str, hf_home: str | None = None, datasets_cache: str | None = None) -> dict[str, str]:
-    """The lmms-eval child's environment: offline, this library importable, ``HF_HOME`` and the datasets cache
-    as configured."""
-    path = [*_plugin_path(shim_dir), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(path)}
+def offline_vars(hf_home: str | None = None, datasets_cache: str | None = None) -> dict[str, str]:
+    """Environment for an offline lmms-eval run: no hub access, ``HF_HOME`` and the datasets cache as configured.
+    Read by huggingface_hub, datasets and some lmms-eval tasks at import time, so set before those imports."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
     if hf_home:
         env["HF_HOME"] = os.path.abspath(hf_home)
     if datasets_cache:  # on shared filesystems: a cache the job may write to
@@ -72,8 +57,16 @@ def lmms_env(shim_dir: str, hf_home: str | None = None, datasets_cache: str | No
     return env
 
 
+def lmms_env(hf_home: str | None = None, datasets_cache: str | None = None) -> dict[str, str]:
+    """A child process's environment for ``python -m lmms_eval``: offline, and this library importable."""
+    src = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join([src, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+    return {**os.environ, **offline_vars(hf_home, datasets_cache), "PYTHONPATH": path}
+
+
 def lmms_eval_command(tasks: list[str], model_args: dict, output_dir: str, include_path: str | None = None,
                       limit: int | None = None) -> list[str]:
+    """lmms-eval's own CLI with the ``hybridreduce`` model (found through its entry point)."""
     args = ",".join(f"{k}={v}" for k, v in model_args.items() if v is not None)
     cmd = [sys.executable, "-m", "lmms_eval", "--model", "hybridreduce", "--model_args", args,
            "--tasks", ",".join(tasks), "--batch_size", "1", "--output_path", output_dir, "--log_samples",
@@ -94,25 +87,13 @@ def _error_lines(output: str, keep: int = 15) -> str:
     return "\n".join(lines[start : start + 40])
 
 
-def run_lmms_eval(tasks: list[str], model_args: dict, output_dir: str, include_path: str | None = None,
-                  limit: int | None = None, env: dict | None = None) -> tuple[dict, dict[str, list[dict]]]:
-    """Run ``python -m lmms_eval`` and return its results JSON and, per task, its per-sample log rows.
-
-    lmms-eval's output is echoed to stdout (the job's log). Raises :class:`LmmsEvalError` when no results file
-    appears or a task is missing from it.
-    """
-    shutil.rmtree(output_dir, ignore_errors=True)  # a rerun must not read an earlier run's files
-    os.makedirs(output_dir)
-    cmd = lmms_eval_command(tasks, model_args, output_dir, include_path, limit)
-    print("$", " ".join(cmd), flush=True)
-    env = env or lmms_env(os.path.join(output_dir, "plugin"))
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = _ANSI.sub("", proc.stdout)
-    print(output, flush=True)
+def read_outputs(output_dir: str, tasks: list[str], output: str = "") -> tuple[dict, dict[str, list[dict]]]:
+    """lmms-eval's results JSON and, per task, its per-sample log rows, as written under ``output_dir``. Raises
+    :class:`LmmsEvalError` (with ``output``'s error lines) when the results file or a task is missing:
+    lmms-eval 0.7.3's CLI exits 0 when evaluation fails."""
     found = sorted(glob.glob(os.path.join(output_dir, "**", "*_results.json"), recursive=True))
-    if proc.returncode != 0 or not found:
-        raise LmmsEvalError(f"lmms-eval failed (exit code {proc.returncode}, no results file in {output_dir}):\n"
-                            f"{_error_lines(output)}")
+    if not found:
+        raise LmmsEvalError(f"lmms-eval failed (no results file in {output_dir}):\n{_error_lines(output)}")
     with open(found[-1]) as f:
         results = json.load(f)
     missing = [t for t in tasks if t not in results.get("results", {})]
@@ -127,6 +108,65 @@ def run_lmms_eval(tasks: list[str], model_args: dict, output_dir: str, include_p
         with open(logs[0]) as f:
             samples[task] = [json.loads(line) for line in f if line.strip()]
     return results, samples
+
+
+def run_lmms_eval_cli(tasks: list[str], model_args: dict, output_dir: str, include_path: str | None = None,
+                      limit: int | None = None, env: dict | None = None) -> tuple[dict, dict[str, list[dict]]]:
+    """Run ``python -m lmms_eval`` in a child process and return what it wrote (see :func:`read_outputs`);
+    its output is echoed to stdout."""
+    shutil.rmtree(output_dir, ignore_errors=True)  # a rerun must not read an earlier run's files
+    os.makedirs(output_dir)
+    cmd = lmms_eval_command(tasks, model_args, output_dir, include_path, limit)
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=env or lmms_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = _ANSI.sub("", proc.stdout)
+    print(output, flush=True)
+    if proc.returncode != 0:
+        raise LmmsEvalError(f"lmms-eval failed (exit code {proc.returncode}):\n{_error_lines(output)}")
+    return read_outputs(output_dir, tasks, output)
+
+
+def run_lmms_eval(tasks: list[str], model_args: dict, output_dir: str, include_path: str | None = None,
+                  limit: int | None = None) -> tuple[dict, dict[str, list[dict]]]:
+    """lmms-eval's own evaluator in this process, writing the same files as its CLI (``EvaluationTracker``), and
+    what it wrote (see :func:`read_outputs`). What the workflow's jobs use: no second interpreter start and, when
+    only the local task is asked for, no indexing of lmms-eval's hundreds of built-in tasks (together ~8 s a job).
+    Set :func:`offline_vars` in ``os.environ`` before lmms-eval or any Hugging Face library is first imported."""
+    from lmms_eval import evaluator
+    from lmms_eval.loggers import EvaluationTracker
+    from loguru import logger
+    from lmms_eval.tasks import TaskManager
+    from lmms_eval.utils import get_datetime_str
+
+    from .lmms_model import HybridReduceLMM
+
+    logger.remove()  # lmms-eval's log into this job's log (sys.stderr now), uncoloured
+    logger.add(sys.stderr, level="INFO", colorize=False)
+    shutil.rmtree(output_dir, ignore_errors=True)  # a rerun must not read an earlier run's files
+    os.makedirs(output_dir)
+    manager = TaskManager("INFO", include_path=include_path, include_defaults=set(tasks) != {LOCAL_TASK})
+    unknown = [t for t in tasks if not manager.match_tasks([t])]
+    if unknown:
+        raise LmmsEvalError(f"lmms-eval failed: Tasks not found: {', '.join(unknown)} (lmms-eval {_version()}; "
+                            f"local tasks from {include_path})")
+    tracker = EvaluationTracker(output_path=output_dir)  # writes the files the CLI writes
+    try:
+        results = evaluator.simple_evaluate(
+            model=HybridReduceLMM(**model_args), model_args=model_args, tasks=tasks, batch_size=1, limit=limit,
+            log_samples=True, evaluation_tracker=tracker, task_manager=manager, verbosity="INFO")
+    except Exception as e:  # lmms-eval's own error, named, with the traceback above it in the log
+        raise LmmsEvalError(f"lmms-eval failed: {type(e).__name__}: {e}") from e
+    if results is None:
+        raise LmmsEvalError("lmms-eval returned no results")
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples, datetime_str=get_datetime_str(timezone="UTC"))
+    for task in results["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+    return read_outputs(output_dir, tasks)
+
+
+def _version() -> str:
+    return metadata.version("lmms-eval")
 
 
 def read_records(path: str) -> tuple[list[tuple[str, dict]], dict[tuple[str, int], str]]:
@@ -156,7 +196,7 @@ def score_rows(results: dict, samples: dict[str, list[dict]], key: dict,
                sample_ids: dict[tuple[str, int], str]) -> tuple[list[dict], list[dict]]:
     """Rows of ``scores`` (one per task and metric) and ``sample_scores`` (one per document and metric) of one
     setting ``key`` (model, pre_method, method, budget). ``sample_ids``: ``(task, doc_id) -> sample_id``."""
-    version = metadata.version("lmms-eval")
+    version = _version()
     scores, per_sample = [], []
     for task, values in results["results"].items():
         if task not in samples:

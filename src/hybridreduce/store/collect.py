@@ -6,8 +6,10 @@ temporary file and renamed over the old one, so readers never see a half-loaded 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import tempfile
 
 import duckdb
@@ -52,6 +54,8 @@ def collect(result_paths: list[str], database: str, config: dict) -> dict[str, i
 
     folder = os.path.dirname(os.path.abspath(database))
     os.makedirs(folder, exist_ok=True)
+    for stale in glob.glob(os.path.join(folder, ".collect.*")):  # left by a collect that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".collect.") as scratch:
         tmp_db = os.path.join(scratch, "study.duckdb")
         con = duckdb.connect(tmp_db)

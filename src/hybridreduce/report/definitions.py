@@ -1,0 +1,54 @@
+"""Definitions the Methods section prints for the methods a study actually ran (STUDY.md §2-§3). Kept as text here
+so rendering needs no torch import; a test checks that every registered method has an entry."""
+
+from __future__ import annotations
+
+PRE_LLM = {
+    "none": "no pre-LLM reduction.",
+    "evs": ("Efficient Video Sampling as served (vLLM, SGLang, transformers nemotron_h_omni): dissimilarity "
+            "1 − cos(e[t,i,j], e[t−1,i,j]), frame 0 always kept, global top max(h·w, int(T·h·w·(1−q))) "
+            "tokens; retained tokens keep their original positions."),
+    "evs_pixel": "the EVS paper's variant: per-patch mean |ΔRGB| to the previous frame, patches below the q-th "
+                 "percentile dropped, frame 0 kept.",
+    "random": "control at EVS's token count: a seeded random subset.",
+    "uniform": "control at EVS's token count: tokens evenly spaced over the flattened (t, i, j) order.",
+}
+
+IN_LLM = {
+    "none": "no in-LLM reduction (the baseline; budget 1).",
+    "hybrid_progressive": "the paper's method: progressive low-to-high schedule, one query-conditioned score for "
+                          "attention and Mamba layers, decay-free Mamba score.",
+    "fastv": "FastV: one stage at layer K (reduction.fastv_layer), last-token score.",
+    "pdrop": "PDrop: pyramid of 3 stages at ¼, ½, ¾ depth with one keep ratio, last-token score.",
+    "random": "the paper's schedule, random choice of tokens.",
+    "attention_only": "ablation: the paper's schedule, score from attention layers only.",
+    "mamba_decay": "ablation: the paper's schedule, Mamba score with the position-dependent decay "
+                   "exp(A·Σ Δ_r) included.",
+    "early_aggressive": "ablation: one early stage (FastV-like), unified query-conditioned score.",
+    "uniform_ratio": "ablation: the paper's stages with an equal keep ratio per stage.",
+    "high_to_low": "ablation: pruning shrinks with depth (the reverse of the paper's schedule).",
+}
+
+SCORES = [
+    ("attention layer",
+     ("I(s) = mean over heads and query tokens t ∈ Q of softmax(q_t·k/√d)[s], computed for the query rows only")),
+    ("Mamba-2 layer (decay-free, the paper's)",
+     ("I(s) = mean over heads and t ∈ Q of |C_t·B_s|·Δ_s, recomputed from the layer's own in_proj, conv, dt_bias "
+      "and A_log")),
+    ("Mamba-2 layer (decay-included ablation)", "|C_t·B_s|·Δ_s·exp(A·Σ_{r=s+1..t} Δ_r)"),
+    ("MLP-only layer", "no score; a stage placed there uses the next scoring layer"),
+    ("all", ("normalised to sum 1 over the vision tokens, so attention and Mamba scores are comparable; text tokens "
+             "are never dropped and kept tokens keep their positions")),
+]
+
+TERMS = [
+    ("budget", ("mean over all decoder layers of the fraction of the vision tokens entering the LLM that the layer "
+                "processes (compute ∝ budget); schedules are solved to realise it within one token per layer")),
+    ("overall budget", "pre-LLM kept fraction × realised in-LLM budget (fraction of the full video's tokens)"),
+    ("accuracy", ("mean of lmms-eval's per-sample score (metric accuracy, table sample_scores) over the scored "
+                  "documents of the setting")),
+    ("prefill speedup", ("prefill time without in-LLM reduction ÷ with it, on the same prompt in the same job "
+                         "(warm-up, then the median of repeats); the median over samples is reported")),
+    ("FLOPs limit", "analytic prefill FLOPs without in-LLM reduction ÷ with it (flops_none ÷ flops)"),
+    ("total time", "vision encoding + pre-LLM mask + prefill to the first answer token"),
+]
