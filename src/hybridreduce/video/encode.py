@@ -29,6 +29,7 @@ def write_video(
     options = {"crf": str(crf)}
     # faststart puts the index first, so a cut-off mp4 still opens and is caught as truncated
     container_options = {"movflags": "+faststart"} if ext == "mp4" else {}
+    container_options["fflags"] = "+bitexact"  # no random ids or dates in the container: same frames, same bytes
     if codec == "libx264":
         options.update(preset="veryfast")
     elif codec == "libvpx-vp9":
@@ -38,6 +39,10 @@ def write_video(
             stream = container.add_stream(codec, rate=Fraction(fps))
             stream.pix_fmt = "yuv420p"
             stream.options = options
+            # One encoder thread: threaded x264 output depends on how fast frames arrive (measured: the same
+            # frames gave three different files in five runs).
+            stream.codec_context.thread_count = 1
+            stream.codec_context.thread_type = "NONE"
             first = True
             for rgb in frames:
                 if first:
