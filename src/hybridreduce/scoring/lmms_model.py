@@ -113,7 +113,13 @@ class HybridReduceLMM(lmms):
             self._record([self.runner.failure(sample_id, e.kind, e.reason, e.path)], task, doc_id)
             return ""
         question, options = split_choices(context)
-        predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question, options)
+        try:
+            predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question, options)
+        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+                raise MemoryError(f"out of memory on sample {sample_id} (task {task}, document {doc_id}) in setting "
+                                  f"{self.runner.setting}, {len(frames)} frames: {e}") from e
+            raise
         self._record(rows, task, doc_id)
         return predicted or ""
 
