@@ -8,9 +8,9 @@
 #   tests/slurm/cluster.sh status   the daemons it started and `sinfo`
 #
 # Exit status 3 from `start` means this machine cannot have it (not root, SLURM missing and apt-get unavailable or
-# failing): the test skips with the printed reason. Any other failure exits 1 (the test fails). State, daemon logs and PID files go to $HYBRIDREDUCE_SLURM_DIR
-# (default /tmp/hybridreduce-slurm). No systemd: the daemons run in the foreground, in the background of
-# this script, and their PIDs are recorded there.
+# failing): the test skips with the printed reason. Any other failure exits 1 (the test fails). State, daemon
+# logs and PID files go to $HYBRIDREDUCE_SLURM_DIR (default /tmp/hybridreduce-slurm). No systemd: each daemon
+# runs in the foreground, as a background job of this script that records its PID.
 #
 # The node advertises this machine's CPUs and a bit less memory than is free now (CR_Core_Memory: jobs get the
 # CPUs and memory they ask for). No slurmdbd: `sacct` does not work, so the executor plugin must poll with
@@ -34,7 +34,7 @@ alive_pid() {
     pid=$(<"$file")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     local cmdline
-    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
     [[ $cmdline == *"$prog"* ]] || return 1
     echo "$pid"
 }
@@ -152,8 +152,13 @@ start() {
             idle|mix|alloc) log "node localhost is $state"; return 0 ;;
             down*|drain*|drng*) scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true ;;
         esac
-        alive_pid "$DIR/slurmctld.pid" slurmctld >/dev/null || { tail -20 "$DIR/slurmctld.out" "$DIR/slurmctld.log" >&2 2>/dev/null; stop; fail "slurmctld exited"; }
-        alive_pid "$DIR/slurmd.pid" slurmd >/dev/null || { tail -20 "$DIR/slurmd.out" "$DIR/slurmd.log" >&2 2>/dev/null; stop; fail "slurmd exited"; }
+        for d in slurmctld slurmd; do
+            if ! alive_pid "$DIR/$d.pid" "$d" >/dev/null; then
+                tail -n 20 "$DIR/$d.out" "$DIR/$d.log" >&2 2>/dev/null || true
+                stop
+                fail "$d exited (logs in $DIR)"
+            fi
+        done
         sleep 0.5
     done
     sinfo -N -l >&2 || true

@@ -19,7 +19,8 @@ rule collect:
     output:
         database=f"{RESULTS}/study.duckdb",
     params:
-        config=config,
+        # the study's config as stored in the database; cluster job sizes are not part of the study
+        config={k: v for k, v in config.items() if k != "resources"},
     log:
         f"{RESULTS}/logs/collect.log",
     benchmark:
