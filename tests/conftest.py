@@ -35,6 +35,9 @@ def write_audio_file(path: str, with_empty_video_track: bool) -> None:
             c.mux(packet)
 
 
+HUGE_LIMIT = 100_000  # frames.max_source_pixels in tests: 512x384 is "huge", the 64x64 test videos are not
+
+
 def write_bad_media(folder: Path) -> dict[str, tuple[Path, str]]:
     """One file per failure kind: name -> (path, expected kind)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,12 +49,21 @@ def write_bad_media(folder: Path) -> dict[str, tuple[Path, str]]:
     write_audio_file(str(folder / "zero.mkv"), with_empty_video_track=True)
     write_audio_file(str(folder / "audio.mka"), with_empty_video_track=False)
     write_video(str(folder / "short.mp4"), ramp_frames(3), fps=10)
+    # an H.264 stream labelled with a codec id FFmpeg has no decoder for (same length, so the file stays valid)
+    write_video(str(folder / "codec_source.mkv"), ramp_frames(20), fps=10)
+    data = (folder / "codec_source.mkv").read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    (folder / "unknown_codec.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_HYBRIDRED/XYZ"))
+    # larger than the tests' frames.max_source_pixels (HUGE_LIMIT), which stands in for 8K-and-beyond videos
+    write_video(str(folder / "huge.mp4"), ramp_frames(20, h=384, w=512), fps=10)
     return {
         "truncated": (folder / "truncated.mp4", "truncated"),
         "corrupt": (folder / "corrupt.mp4", "corrupt"),
         "zero": (folder / "zero.mkv", "zero_frames"),
         "audio": (folder / "audio.mka", "no_video_stream"),
         "short": (folder / "short.mp4", "too_short"),
+        "codec": (folder / "unknown_codec.mkv", "unsupported_codec"),
+        "huge": (folder / "huge.mp4", "too_large"),
         "missing": (folder / "does_not_exist.mp4", "missing"),
     }
 

@@ -3,7 +3,7 @@
 import av
 import numpy as np
 import pytest
-from conftest import ramp_frames, write_bad_media
+from conftest import HUGE_LIMIT, ramp_frames, write_bad_media
 
 from hybridreduce.errors import VideoError
 from hybridreduce.video import FrameSampling, decode_frames, write_video
@@ -56,11 +56,11 @@ def test_resize_crop_keeps_aspect_and_stretch_does_not(tmp_path):
     assert crop[:, :4].mean() < 40 and crop[:, -4:].mean() > 215
 
 
-@pytest.mark.parametrize("name", ["truncated", "corrupt", "zero", "audio", "short", "missing"])
+@pytest.mark.parametrize("name", ["truncated", "corrupt", "zero", "audio", "short", "missing", "codec", "huge"])
 def test_unusable_videos_raise_with_kind_and_reason(tmp_path, name):
     path, kind = write_bad_media(tmp_path)[name]
     with pytest.raises(VideoError) as err:
-        decode_frames(str(path), FrameSampling(num_frames=8, size=(16, 16)))
+        decode_frames(str(path), FrameSampling(num_frames=8, size=(16, 16), max_source_pixels=HUGE_LIMIT))
     assert err.value.kind == kind
     assert err.value.path == str(path)
     assert err.value.reason and "Errno" not in err.value.reason

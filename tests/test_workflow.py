@@ -8,7 +8,7 @@ import time
 
 import duckdb
 import yaml
-from conftest import REPO, planned_jobs, run_snakemake, tiny_config, write_bad_media
+from conftest import HUGE_LIMIT, REPO, planned_jobs, run_snakemake, tiny_config, write_bad_media
 
 from hybridreduce.store import TABLES, collect
 
@@ -174,6 +174,7 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     cfg = tiny_config("mine")
     cfg["dataset"] = {"source": "manifest", "manifest": "manifest.jsonl"}
+    cfg["frames"]["max_source_pixels"] = HUGE_LIMIT
     run_snakemake(tmp_path, cfg)
 
     db = tmp_path / "results/mine/study.duckdb"

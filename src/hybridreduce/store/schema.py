@@ -171,8 +171,8 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("sample_id", "VARCHAR", "sample that failed"),
         ("stage", "VARCHAR", "rule in which it failed"),
         ("path", "VARCHAR", "file involved"),
-        ("kind", "VARCHAR", ("missing, unreadable, corrupt, no_video_stream, zero_frames, too_short, truncated, "
-                             "infeasible_schedule")),
+        ("kind", "VARCHAR", ("missing, unreadable, corrupt, no_video_stream, unsupported_codec, too_large, "
+                             "zero_frames, too_short, truncated, infeasible_schedule")),
         ("reason", "VARCHAR", "human-readable reason"),
     ],
     "runs": [

@@ -36,6 +36,7 @@ class FrameSampling:
     max_frames: int | None = None
     size: tuple[int, int] = (224, 224)  # (height, width) of returned frames
     resize: Literal["crop", "stretch"] = "crop"
+    max_source_pixels: int = 8192 * 8192  # larger frames are refused (one decoded frame alone would take GBs)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "FrameSampling":
@@ -46,6 +47,7 @@ class FrameSampling:
             max_frames=cfg.get("max_frames"),
             size=(int(cfg["size"][0]), int(cfg["size"][1])),
             resize=cfg.get("resize", "crop"),
+            max_source_pixels=int(cfg.get("max_source_pixels", cls.max_source_pixels)),
         )
 
 
@@ -89,13 +91,20 @@ def _open(path: str):
         raise VideoError("corrupt", path, f"cannot open container: {_why(e)}") from None
 
 
-def _frame_times(path: str) -> tuple[np.ndarray, float, float | None]:
+def _frame_times(path: str, max_pixels: int) -> tuple[np.ndarray, float, float | None]:
     """Demux pass. Returns sorted presentation timestamps (stream time-base units as float seconds), the stream
     start time in seconds and the duration the header declares (or None)."""
     with _open(path) as container:
         if not container.streams.video:
             raise VideoError("no_video_stream", path, "container has no video stream")
         stream = container.streams.video[0]
+        ctx = stream.codec_context  # None when FFmpeg knows no decoder for the stream's codec
+        if ctx is None or ctx.codec is None:
+            raise VideoError("unsupported_codec", path, "the video stream's codec has no decoder in this FFmpeg build")
+        width, height = ctx.width, ctx.height
+        if width * height > max_pixels:
+            raise VideoError("too_large", path, f"frames are {width}x{height}, more than frames.max_source_pixels="
+                             f"{max_pixels} pixels")
         tb = float(stream.time_base)
         declared = None
         if stream.duration:
@@ -148,7 +157,7 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
         VideoError: missing/unreadable file, corrupt data, no video stream, zero frames, fewer frames than
             asked, or a stream that ends well before its declared duration (truncated).
     """
-    times, start, declared = _frame_times(path)
+    times, start, declared = _frame_times(path, sampling.max_source_pixels)
     if len(times) == 0:
         raise VideoError("zero_frames", path, "video stream has no frames")
     frame_step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
