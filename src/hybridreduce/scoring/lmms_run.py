@@ -130,7 +130,7 @@ def run_lmms_eval(tasks: list[str], model_args: dict, output_dir: str, include_p
                   limit: int | None = None) -> tuple[dict, dict[str, list[dict]]]:
     """lmms-eval's own evaluator in this process, writing the same files as its CLI (``EvaluationTracker``), and
     what it wrote (see :func:`read_outputs`). What the workflow's jobs use: no second interpreter start and, when
-    only the local task is asked for, no indexing of lmms-eval's hundreds of built-in tasks (together ~8 s a job).
+    only the local task is asked for, no indexing of lmms-eval's hundreds of built-in tasks (together ~4-5 s a job).
     Set :func:`offline_vars` in ``os.environ`` before lmms-eval or any Hugging Face library is first imported."""
     from lmms_eval import evaluator
     from lmms_eval.loggers import EvaluationTracker
