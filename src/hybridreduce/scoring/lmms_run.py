@@ -134,9 +134,9 @@ def run_lmms_eval(tasks: list[str], model_args: dict, output_dir: str, include_p
     Set :func:`offline_vars` in ``os.environ`` before lmms-eval or any Hugging Face library is first imported."""
     from lmms_eval import evaluator
     from lmms_eval.loggers import EvaluationTracker
-    from loguru import logger
     from lmms_eval.tasks import TaskManager
     from lmms_eval.utils import get_datetime_str
+    from loguru import logger
 
     from .lmms_model import HybridReduceLMM
 
