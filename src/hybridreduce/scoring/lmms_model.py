@@ -116,7 +116,7 @@ class HybridReduceLMM(lmms):
         try:
             predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question, options)
         except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
-            if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+            if isinstance(e, MemoryError) or any(m in str(e).lower() for m in ("out of memory", "can't allocate")):
                 raise MemoryError(f"out of memory on sample {sample_id} (task {task}, document {doc_id}) in setting "
                                   f"{self.runner.setting}, {len(frames)} frames: {e}") from e
             raise
