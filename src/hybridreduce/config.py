@@ -52,14 +52,21 @@ def validate_config(config: dict, schema_path: str) -> dict:
     return config
 
 
+def check_checkpoint(path: str, field: str) -> str:
+    """``path`` must be a checkpoint folder; the error names the config ``field``."""
+    if not path or not os.path.isdir(path):
+        raise ConfigError(f"{field}: model checkpoint '{path}' does not exist (expected a save_pretrained folder; "
+                          "download it first, `snakemake -n` plans the study without it)")
+    return path
+
+
 def check_checkpoints(config: dict) -> None:
     """Every real checkpoint that inference uses must be a folder (checked for real runs; a dry run plans the
     study without the weights)."""
     for model in (config.get("inference") or {}).get("models", []):
         path = config["models"][model].get("path")
-        if path and not os.path.isdir(path):
-            raise ConfigError(f"models.{model}.path: model checkpoint '{path}' does not exist (expected a "
-                              "save_pretrained folder; download it first, `snakemake -n` plans the study without it)")
+        if path:
+            check_checkpoint(path, f"models.{model}.path")
 
 
 def _config_ids(configfiles: list[str]) -> list[str]:

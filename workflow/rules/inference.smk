@@ -2,7 +2,7 @@
 # `hybridreduce` answers every document through the inference code path and records kept counts, FLOPs and
 # timings as it goes, so no sample is run twice for one setting.
 def model_input(wildcards):
-    # Only workflow-built models are inputs; a real checkpoint's path is checked by the job (clear error).
+    # Only workflow-built models are inputs; a real checkpoint's path is checked at start-up (Snakefile onstart).
     return [] if config["models"][wildcards.model].get("path") else [MODEL_PATHS[wildcards.model]]
 
 

@@ -5,12 +5,12 @@ tokens. The inference stage, probing and lmms-eval all go through it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..config import check_checkpoint
 from ..dataset.sample import LETTERS
 from ..errors import ConfigError
 from ..redundancy.grid import TokenGrid, patchify
@@ -50,12 +50,6 @@ class VLMAdapter:
         raise NotImplementedError
 
 
-def _check_path(path: str, field: str) -> str:
-    if not path or not os.path.isdir(path):
-        raise ConfigError(f"{field}: model checkpoint '{path}' does not exist (expected a save_pretrained folder)")
-    return path
-
-
 def question_text(question: str, options: list[str]) -> str:
     opts = " ".join(f"{LETTERS[i]} . {o}" for i, o in enumerate(options))
     return f"question : {question} options : {opts} answer :"
@@ -71,7 +65,7 @@ class TinyVLMAdapter(VLMAdapter):
 
         from .tiny import TinyVideoVLM
 
-        _check_path(path, f"models.{name}.path")
+        check_checkpoint(path, f"models.{name}.path")
         model = TinyVideoVLM.from_pretrained(path, attn_implementation=attn_implementation).to(device).eval()
         self._wrap(model, AutoTokenizer.from_pretrained(path), name, device)
 

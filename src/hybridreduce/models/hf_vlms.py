@@ -33,7 +33,8 @@ from ..dataset.sample import LETTERS
 from ..errors import ConfigError
 from ..reduction.engine import PromptLayout
 from ..redundancy.grid import TokenGrid
-from .adapter import Prompt, VLMAdapter, _check_path, question_text
+from ..config import check_checkpoint
+from .adapter import Prompt, VLMAdapter, question_text
 from .stack import NemotronHStack, Qwen2Stack
 
 __all__ = ["NemotronHOmniAdapter", "Qwen25VLAdapter"]
@@ -62,7 +63,7 @@ class _HFVideoAdapter(VLMAdapter):
 
     def __init__(self, path: str, name: str | None = None, device: str = "cpu", attn_implementation: str = "sdpa"):
         name = name or self.DEFAULT_NAME
-        _check_path(path, f"models.{name}.path")
+        check_checkpoint(path, f"models.{name}.path")
         model = self._model_class().from_pretrained(path, attn_implementation=attn_implementation)
         self._init(model, _load_processor(path), name, device)
 

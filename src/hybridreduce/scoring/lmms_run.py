@@ -217,10 +217,11 @@ def score_rows(results: dict, samples: dict[str, list[dict]], key: dict,
                 response = response[0] if response else ""
             for metric in metrics:
                 value = log.get(metric)
+                score = _number(value)
                 per_sample.append({
                     **key, "task": task, "doc_id": doc_id,
                     "sample_id": sample_ids.get((task, doc_id), f"{task}/{doc_id}"),
                     "target": str(log.get("target", "")), "response": str(response), "metric": metric,
-                    "score": _number(value), "detail": None if _number(value) is not None else json.dumps(value),
+                    "score": score, "detail": None if score is not None else json.dumps(value),
                 })
     return scores, per_sample

@@ -3,6 +3,14 @@ generated from this list (``python -m hybridreduce tables``), so code and docume
 
 from __future__ import annotations
 
+# The key of one inference setting, leading the tables written per setting.
+SETTING = [
+    ("model", "VARCHAR", "model name"),
+    ("pre_method", "VARCHAR", "pre-LLM method"),
+    ("method", "VARCHAR", "in-LLM method"),
+    ("budget", "DOUBLE", "in-LLM token budget asked for"),
+]
+
 TABLES: dict[str, list[tuple[str, str, str]]] = {
     "study": [
         ("study", "VARCHAR", "study name (config key `study`)"),
@@ -88,10 +96,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("layer_pattern", "VARCHAR", "layer types: M = Mamba-2, * = attention, - = MLP"),
     ],
     "latency": [
-        ("model", "VARCHAR", "model name"),
-        ("pre_method", "VARCHAR", "pre-LLM method"),
-        ("method", "VARCHAR", "in-LLM method"),
-        ("budget", "DOUBLE", "in-LLM token budget asked for"),
+        *SETTING,
         ("sample_id", "VARCHAR", "sample"),
         ("device", "VARCHAR", "cpu, or the GPU's name"),
         ("vision_encode_s", "DOUBLE", "vision encoder + projector"),
@@ -105,10 +110,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("peak_mem_mb", "DOUBLE", "peak GPU allocation, or the job's peak resident memory on CPU"),
     ],
     "scores": [
-        ("model", "VARCHAR", "model name"),
-        ("pre_method", "VARCHAR", "pre-LLM method"),
-        ("method", "VARCHAR", "in-LLM method"),
-        ("budget", "DOUBLE", "in-LLM token budget asked for"),
+        *SETTING,
         ("task", "VARCHAR", "lmms-eval task"),
         ("metric", "VARCHAR", "metric name as lmms-eval reports it"),
         ("filter", "VARCHAR", "lmms-eval filter (`none` without one)"),
@@ -118,10 +120,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("lmms_eval_version", "VARCHAR", "lmms-eval package version"),
     ],
     "sample_scores": [
-        ("model", "VARCHAR", "model name"),
-        ("pre_method", "VARCHAR", "pre-LLM method"),
-        ("method", "VARCHAR", "in-LLM method"),
-        ("budget", "DOUBLE", "in-LLM token budget asked for"),
+        *SETTING,
         ("task", "VARCHAR", "lmms-eval task"),
         ("doc_id", "INTEGER", "document index in the task's split"),
         ("sample_id", "VARCHAR", "sample (joins `inference` and `samples`)"),
