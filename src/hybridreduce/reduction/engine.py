@@ -107,6 +107,11 @@ def prefill(
         return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> PrefillResult:
     length = embeds.shape[1]
     is_vision = torch.zeros(length, dtype=torch.bool, device=embeds.device)
@@ -122,8 +127,10 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
     state = SeqState(index, layout.position_ids if layout.position_ids is not None else index)
     ctx = stack.begin(hidden, state)
     per_layer, stage_keep, score_s = [], {}, 0.0
+    n_vision = len(layout.vision_idx)  # changes only at stages: no per-layer count (a device sync on GPU)
     for i in range(len(stack.layers)):
         if i in stages:
+            _sync(hidden.device)  # on GPU, score_s holds this stage's work only (not the layers before it)
             t0 = time.perf_counter()
             cur_vision = is_vision[state.index]
             vision = torch.nonzero(cur_vision).flatten()
@@ -140,9 +147,11 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
             keep = torch.nonzero(~cur_vision | chosen).flatten()
             hidden, state = hidden[:, keep], state.select(keep)
             stage_keep[i] = state.index[is_vision[state.index]]
+            n_vision = len(stage_keep[i])
             ctx = stack.begin(hidden, state)
+            _sync(hidden.device)
             score_s += time.perf_counter() - t0
-        per_layer.append(int(is_vision[state.index].sum()))
+        per_layer.append(n_vision)
         if observer is not None:
             observer(i, hidden, ctx, state)
         hidden = stack.run_layer(i, hidden, ctx)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, apply_rotary_pos_emb
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, rotate_half
 
 __all__ = ["attention_importance", "mamba_implicit_attention", "mamba_importance"]
 
@@ -96,23 +96,31 @@ def attention_importance(
     d = attn.head_dim
     n_rep = n_heads // n_kv
     all_rows = slice(None)
-    # (1, heads, Q, d) and (1, kv_heads, L, d): the layout apply_rotary_pos_emb expects.
-    q = _linear_rows(attn.q_proj, h[query_idx], all_rows).view(-1, n_heads, d).transpose(0, 1)[None]
-    k = _linear_rows(attn.k_proj, h, all_rows).view(seq_len, n_kv, d).transpose(0, 1)[None]
+    # The scale goes on the |Q| query rows rather than on the |Q| x L logits.
+    q = _linear_rows(attn.q_proj, h[query_idx], all_rows).view(-1, n_heads, d) * attn.scaling  # (Q, heads, d)
+    k = _linear_rows(attn.k_proj, h, all_rows).view(seq_len, n_kv, d)  # (L, kv_heads, d)
     if position_embeddings is not None:
-        cos, sin = (p.float().to(h.device) for p in position_embeddings)
-        # The rotation is elementwise per (token, channel), so q and k can be rotated separately with their own rows.
-        q, _ = apply_rotary_pos_emb(q, q, cos[:, query_idx], sin[:, query_idx])
-        _, k = apply_rotary_pos_emb(k, k, cos, sin)
+        cos, sin = (p[0].float().to(h.device) for p in position_embeddings)  # (L, d) each
+        # The rotation is elementwise per (token, channel), so q and k are rotated separately with their own rows.
+        q, k = _rotate(q, cos[query_idx], sin[query_idx]), _rotate(k, cos, sin)
 
     # GQA without copying keys: query head j * n_rep + r reads key head j (as transformers' repeat_kv).
-    q = q[0].reshape(n_kv, n_rep * q.shape[2], d)  # (kv_heads, n_rep * Q, d)
-    logits = (q @ k[0].transpose(1, 2)) * attn.scaling  # (kv_heads, n_rep * Q, L)
-    logits = logits.view(n_kv, n_rep, -1, seq_len)
-    causal = torch.arange(seq_len, device=h.device)[None, :] <= query_idx[:, None]  # (Q, L)
-    probs = logits.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # over all keys 0..t
-    score = probs[..., vision_idx].mean(dim=(0, 1, 2))  # (|V|,)
+    q = q.permute(1, 0, 2).reshape(n_kv, n_rep * len(query_idx), d)  # (kv_heads, n_rep * Q, d)
+    logits = (q @ k.permute(1, 2, 0)).view(n_kv, n_rep, -1, seq_len)  # (kv_heads, n_rep, Q, L)
+    # Causal: only keys at or after the first query token can lie after some query row.
+    first = int(query_idx.min())
+    later = torch.arange(first, seq_len, device=h.device)[None, :] > query_idx[:, None]  # (Q, L - first)
+    logits[..., first:].masked_fill_(later, float("-inf"))
+    probs = logits.softmax(dim=-1)  # over all keys 0..t
+    # Mean over heads and query rows first, then the vision columns: the same numbers without gathering Q x V.
+    score = probs.mean(dim=(0, 1, 2))[vision_idx]  # (|V|,)
     return _normalise(score)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE as transformers' ``apply_rotary_pos_emb`` applies it, for ``x`` ``(T, heads, d)`` and ``cos``/``sin``
+    ``(T, d)`` (one rotation instead of that function's two, which rotates q and k together)."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -120,39 +128,65 @@ def attention_importance(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _ssm_inputs(mixer: nn.Module, h: torch.Tensor, with_x: bool):
-    """The mixer's per-token SSM quantities, computed exactly as its forward does (float32).
+def _conv_channels(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """The mixer's causal depthwise conv + activation on the ``channels`` of its ``xBC`` projection (float32).
+
+    Only those rows of ``in_proj`` are computed (the conv is depthwise, so channels are independent). With
+    ``rows`` only those tokens are computed, each from its own ``kernel`` input tokens; otherwise every token.
+    The conv is written out as ``kernel`` shifted multiply-adds in the ``(tokens, channels)`` layout: the same sum
+    as the mixer's conv1d, without its transposes or the (slow on CPU) depthwise convolution call.
+
+    Returns:
+        `torch.Tensor` of shape `(len(rows) or L, channels)`.
+    """
+    inter, kernel = mixer.intermediate_size, mixer.conv_kernel_size
+    proj = slice(inter + channels.start, inter + channels.stop)  # in_proj rows: [gate (inter) | xBC | dt]
+    weight = mixer.conv1d.weight[channels, 0].float().T  # (kernel, channels): tap j reads token t - (kernel-1) + j
+    if rows is None:
+        pre = F.pad(_linear_rows(mixer.in_proj, h, proj), (0, 0, kernel - 1, 0))  # (kernel - 1 + L, channels)
+        seq_len = h.shape[0]
+        out = pre[:seq_len] * weight[0]
+        for j in range(1, kernel):
+            out.addcmul_(pre[j : j + seq_len], weight[j])
+    else:
+        taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
+        pre = _linear_rows(mixer.in_proj, h[taps.clamp(min=0)], proj) * (taps >= 0)[..., None]  # zero padding
+        out = (pre * weight).sum(dim=1)  # (R, channels)
+    if mixer.conv1d.bias is not None:
+        out = out + mixer.conv1d.bias[channels].float()
+    return mixer.act(out)
+
+
+def _ssm_inputs(mixer: nn.Module, h: torch.Tensor, with_x: bool, c_rows: torch.Tensor | None = None):
+    """The mixer's per-token SSM quantities, computed as its forward does (float32).
 
     Args:
         mixer (`NemotronHMamba2Mixer`): the Mamba-2 mixer.
         h (`torch.Tensor` of shape `(L, D)`): its input, float32.
         with_x (`bool`): also compute the SSM input ``x`` (otherwise only the B/C channels go through the conv).
+        c_rows (`torch.LongTensor` of shape `(R,)`, *optional*): compute C only at these tokens (the query rows:
+            the score reads no other), instead of at every token.
 
     Returns:
-        x (`torch.Tensor` of shape `(L, num_heads, head_dim)` or `None`), B and C (each `(L, n_groups,
-        ssm_state_size)`), dt (`(L, num_heads)`, after softplus and clamping) and A (`(num_heads,)`).
+        x (`torch.Tensor` of shape `(L, num_heads, head_dim)` or `None`), B (`(L, n_groups, ssm_state_size)`), C
+        (`(len(c_rows) or L, n_groups, ssm_state_size)`), dt (`(L, num_heads)`, after softplus and clamping) and
+        A (`(num_heads,)`).
     """
     inter, n_heads, n_groups, state = mixer.intermediate_size, mixer.num_heads, mixer.n_groups, mixer.ssm_state_size
-    seq_len = h.shape[0]
-    # in_proj output layout: [gate (inter) | xBC (conv_dim) = x (inter), B, C (n_groups * state each) | dt (heads)].
-    # Only the needed rows of the weight are used; the conv is depthwise, so its channels can be sliced too.
-    first = 0 if with_x else inter  # channel offset inside xBC
-    channels = slice(first, mixer.conv_dim)
-    xbc = _linear_rows(mixer.in_proj, h, slice(inter + first, inter + mixer.conv_dim))  # (L, channels)
-    dt = _linear_rows(mixer.in_proj, h, slice(inter + mixer.conv_dim, inter + mixer.conv_dim + n_heads))
-
-    weight = mixer.conv1d.weight[channels].float()  # (channels, 1, kernel)
-    bias = None if mixer.conv1d.bias is None else mixer.conv1d.bias[channels].float()
-    xbc = F.conv1d(xbc.T[None], weight, bias, padding=mixer.conv_kernel_size - 1, groups=weight.shape[0])
-    xbc = mixer.act(xbc[0, :, :seq_len].T)  # causal: the first L outputs of the padded conv
-
+    seq_len, bc = h.shape[0], n_groups * state
+    # xBC channel layout: x (inter), B (bc), C (bc).
+    first = 0 if with_x else inter
+    last = inter + bc if c_rows is not None else mixer.conv_dim
+    xbc = _conv_channels(mixer, h, slice(first, last))  # (L, channels)
     x = xbc[:, :inter].view(seq_len, n_heads, mixer.head_dim) if with_x else None
-    bc = xbc[:, inter - first :]
-    B = bc[:, : n_groups * state].view(seq_len, n_groups, state)
-    C = bc[:, n_groups * state :].view(seq_len, n_groups, state)
+    B = xbc[:, inter - first : inter - first + bc].view(seq_len, n_groups, state)
+    C = (xbc[:, inter - first + bc :] if c_rows is None
+         else _conv_channels(mixer, h, slice(inter + bc, mixer.conv_dim), c_rows)).view(-1, n_groups, state)
 
+    dt_rows = slice(inter + mixer.conv_dim, inter + mixer.conv_dim + n_heads)
     lo, hi = mixer.time_step_limit
-    dt = F.softplus(dt + mixer.dt_bias.float()).clamp(min=lo, max=hi)
+    dt = F.softplus(_linear_rows(mixer.in_proj, h, dt_rows) + mixer.dt_bias.float()).clamp(min=lo, max=hi)
     A = -torch.exp(mixer.A_log.float())
     return x, B, C, dt, A
 
@@ -212,11 +246,11 @@ def mamba_importance(
     h = _tokens(hidden)
     _check_indices(query_idx, vision_idx, h.shape[0])
     query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
-    x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=use_x_norm)
+    x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=use_x_norm, c_rows=query_idx)
     group = _group_of_head(mixer).to(h.device)
 
     # |C_t . B_s| per group for the query rows and vision columns: (n_groups, Q, V).
-    cb = torch.einsum("qgn,vgn->gqv", C[query_idx], B[vision_idx]).abs()
+    cb = torch.einsum("qgn,vgn->gqv", C, B[vision_idx]).abs()
     cb = cb * (vision_idx[None, :] <= query_idx[:, None])  # causal (always true when Q follows V)
     weight = dt[vision_idx].T  # (heads, V): dt_s of each head
     if use_x_norm:
