@@ -139,13 +139,25 @@ def infer(input, output, params, wildcards) -> None:
     """One (model, pre-LLM method, in-LLM method, budget) setting: one offline lmms-eval run of the configured
     tasks with the ``hybridreduce`` plugin model, which records the inference rows while it answers."""
     import os
+    import shutil
 
-    from .scoring.lmms_run import offline_vars
+    from .scoring.lmms_run import LOCAL_TASK, offline_vars
 
     scoring = params.scoring
+    # The datasets library caches every task's documents (arrow files, locks). The study's own task needs no shared
+    # cache: it goes inside this job's run folder and is removed after, so the job writes nothing outside its
+    # outputs. Real tasks read their downloaded datasets from the configured cache (scoring.datasets_cache, or
+    # HF_HOME's), which they therefore also write to.
+    private_cache = None
+    if not scoring.get("datasets_cache") and set(scoring["tasks"]) == {LOCAL_TASK}:
+        private_cache = os.path.join(output.run, "datasets_cache")
     # before lmms-eval or any Hugging Face library is imported in this process: they read these at import time
-    os.environ.update(offline_vars(scoring.get("hf_home"), scoring.get("datasets_cache")))
-    from .scoring.lmms_run import read_records, run_lmms_eval, score_rows
+    os.environ.update(offline_vars(scoring.get("hf_home"), scoring.get("datasets_cache") or private_cache))
+    from .scoring.lmms_run import offline_state, read_records, run_lmms_eval, score_rows
+
+    flags = " ".join(f"{k}={os.environ[k]}" for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    print(f"offline: {flags}; as the libraries read them: "
+          + ", ".join(f"{lib} offline={on}" for lib, on in offline_state().items()), flush=True)
 
     setting = {"model_name": wildcards.model, "model": params.model, "frames": params.frames,
                "reduction": params.reduction, "run": params.run, "seed": params.seed}
@@ -156,8 +168,12 @@ def infer(input, output, params, wildcards) -> None:
         json.dump(setting, f)
     model_args = {"config": os.path.abspath(setting_path), "pre": wildcards.pre, "pre_q": params.run["pre_llm_q"],
                   "method": wildcards.method, "budget": wildcards.budget, "record": os.path.abspath(records_path)}
-    results, samples = run_lmms_eval(scoring["tasks"], model_args, os.path.join(output.run, "lmms_eval"),
-                                     include_path=input.task[0] if input.task else None, limit=scoring.get("limit"))
+    try:
+        results, samples = run_lmms_eval(scoring["tasks"], model_args, os.path.join(output.run, "lmms_eval"),
+                                         include_path=input.task[0] if input.task else None, limit=scoring.get("limit"))
+    finally:
+        if private_cache:
+            shutil.rmtree(private_cache, ignore_errors=True)
     key = {"model": wildcards.model, "pre_method": wildcards.pre, "method": wildcards.method,
            "budget": float(wildcards.budget)}
     records, sample_ids = read_records(records_path)
@@ -208,14 +224,70 @@ JOBS = {
 }
 
 
+def memory_limit_mb(smk) -> int | None:
+    """The job's ``mem_mb`` when the study config asks for it to be enforced (``resources.enforce_mem_mb``) and
+    the ``resources:`` block sizes this rule; else ``None``. ``mem_mb`` is already scaled by the attempt."""
+    sizes = (getattr(smk, "config", None) or {}).get("resources") or {}
+    if not sizes.get("enforce_mem_mb") or smk.rule not in sizes:
+        return None
+    mem_mb = getattr(smk.resources, "mem_mb", None)
+    return int(mem_mb) if mem_mb else None
+
+
+def enforce_memory_limit(mem_mb: int) -> None:
+    """Hold this process (and its children) to ``mem_mb`` MB of private writable memory (``RLIMIT_DATA``: heap,
+    anonymous mappings, thread stacks), so an allocation beyond it fails as ``MemoryError`` / torch's "can't
+    allocate memory" instead of the machine swapping or the kernel killing the job. ``RLIMIT_AS`` would count
+    the address space of every shared library too (several GB for torch's CUDA build before any work).
+
+    OpenBLAS (numpy's, imported above, and scipy's) retries a failed allocation of its buffers forever while it
+    is being loaded, so both are loaded before the limit is set: a limit too small for the job then fails it at
+    the next allocation instead of hanging. Their memory still counts against the limit."""
+    import importlib.util
+    import resource
+
+    if importlib.util.find_spec("scipy") is not None:
+        import scipy.linalg  # noqa: F401
+    limit = mem_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+# How allocation failures read: torch's CPU allocator, CUDA, and the loader mapping a library under the limit.
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to map segment")
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from is an out-of-memory error (CPU or GPU)."""
+    while exc is not None:
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or any(m in text for m in OUT_OF_MEMORY):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def run_from_snakemake(smk) -> None:
-    """Run the job for ``smk.rule`` with stdout/stderr going to the rule's log file."""
+    """Run the job for ``smk.rule`` with stdout/stderr going to the rule's log file, under its memory limit when
+    ``resources.enforce_mem_mb`` is set. An out-of-memory failure ends with a line naming the rule, its wildcards
+    and the limit, in the log and on stderr (the Snakemake run's output, or the SLURM job's log)."""
     import contextlib
+    import sys
     import traceback
 
+    mem_mb = memory_limit_mb(smk)
     with open(smk.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        if mem_mb:
+            print(f"memory limit: {mem_mb} MB (resources.enforce_mem_mb; RLIMIT_DATA)", flush=True)
+            enforce_memory_limit(mem_mb)
         try:
             JOBS[smk.rule](smk.input, smk.output, smk.params, smk.wildcards)
-        except Exception:
+        except Exception as e:
             traceback.print_exc()
+            if is_out_of_memory(e):
+                wildcards = ", ".join(f"{k}={v}" for k, v in dict(smk.wildcards.items()).items())
+                limit = f"its limit of mem_mb={mem_mb}" if mem_mb else "the memory available"
+                message = (f"rule {smk.rule} ({wildcards or 'no wildcards'}) ran out of memory under {limit}; "
+                           f"a retry (snakemake --retries N, the SLURM profile's retries) asks for attempt x mem_mb")
+                print(message, flush=True)
+                print(message, file=sys.__stderr__, flush=True)
             raise

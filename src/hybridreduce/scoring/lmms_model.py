@@ -97,6 +97,15 @@ class HybridReduceLMM(lmms):
                 for table, row in rows:
                     f.write(json.dumps({"table": table, "task": task, "doc_id": doc_id, "row": row}) + "\n")
 
+    def _out_of_memory(self, e: BaseException, sample_id: str, task: str, doc_id: int, step: str) -> MemoryError | None:
+        """A :class:`MemoryError` naming the sample and the setting when ``e`` is an out-of-memory error (CPU
+        allocators raise ``MemoryError`` or a RuntimeError "can't allocate memory"; CUDA ``torch.OutOfMemoryError``,
+        a RuntimeError "CUDA out of memory"), else ``None``."""
+        if not (isinstance(e, MemoryError) or any(m in str(e).lower() for m in ("out of memory", "can't allocate"))):
+            return None
+        return MemoryError(f"out of memory on sample {sample_id} (task {task}, document {doc_id}) in setting "
+                           f"{self.runner.setting} ({self.runner.device}) while {step}: {e}")
+
     def _answer(self, context: str, doc_to_visual, doc_id: int, task: str, split: str) -> str:
         from ..video import decode_frames
 
@@ -107,19 +116,21 @@ class HybridReduceLMM(lmms):
             self._record([self.runner.failure(sample_id, "missing", f"task {task}: document {doc_id} has no video")],
                          task, doc_id)
             return ""
+        height, width = self.sampling.size
+        step = f"decoding {visuals[0]} to {width}x{height} frames"
         try:
             frames = decode_frames(visuals[0], self.sampling).frames
+            question, options = split_choices(context)
+            step = f"answering from {len(frames)} frames of {width}x{height}"
+            predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question, options)
         except VideoError as e:
             self._record([self.runner.failure(sample_id, e.kind, e.reason, e.path)], task, doc_id)
             return ""
-        question, options = split_choices(context)
-        try:
-            predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question, options)
         except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
-            if isinstance(e, MemoryError) or any(m in str(e).lower() for m in ("out of memory", "can't allocate")):
-                raise MemoryError(f"out of memory on sample {sample_id} (task {task}, document {doc_id}) in setting "
-                                  f"{self.runner.setting}, {len(frames)} frames: {e}") from e
-            raise
+            oom = self._out_of_memory(e, sample_id, task, doc_id, step)
+            if oom is None:
+                raise
+            raise oom from e
         self._record(rows, task, doc_id)
         return predicted or ""
 

@@ -57,6 +57,15 @@ def offline_vars(hf_home: str | None = None, datasets_cache: str | None = None) 
     return env
 
 
+def offline_state() -> dict[str, bool]:
+    """Whether this process's Hugging Face libraries run offline, as they read it (at their import, which
+    :func:`offline_vars` must precede): huggingface_hub (also transformers' downloads) and datasets."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    return {"huggingface_hub": bool(constants.is_offline_mode()), "datasets": bool(datasets.config.HF_DATASETS_OFFLINE)}
+
+
 def lmms_env(hf_home: str | None = None, datasets_cache: str | None = None) -> dict[str, str]:
     """A child process's environment for ``python -m lmms_eval``: offline, and this library importable."""
     src = str(Path(__file__).resolve().parents[2])
@@ -154,6 +163,8 @@ def run_lmms_eval(tasks: list[str], model_args: dict, output_dir: str, include_p
         results = evaluator.simple_evaluate(
             model=HybridReduceLMM(**model_args), model_args=model_args, tasks=tasks, batch_size=1, limit=limit,
             log_samples=True, evaluation_tracker=tracker, task_manager=manager, verbosity="INFO")
+    except MemoryError:  # out of memory on a sample (named by the plugin model): the job's own error, not lmms-eval's
+        raise
     except Exception as e:  # lmms-eval's own error, named, with the traceback above it in the log
         raise LmmsEvalError(f"lmms-eval failed: {type(e).__name__}: {e}") from e
     if results is None:
