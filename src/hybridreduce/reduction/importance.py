@@ -144,17 +144,16 @@ def _conv_channels(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: tor
     proj = slice(inter + channels.start, inter + channels.stop)  # in_proj rows: [gate (inter) | xBC | dt]
     weight = mixer.conv1d.weight[channels, 0].float().T  # (kernel, channels): tap j reads token t - (kernel-1) + j
     if rows is None:
-        pre = F.pad(_linear_rows(mixer.in_proj, h, proj), (0, 0, kernel - 1, 0))  # (kernel - 1 + L, channels)
-        seq_len = h.shape[0]
-        out = pre[:seq_len] * weight[0]
-        for j in range(1, kernel):
-            out.addcmul_(pre[j : j + seq_len], weight[j])
+        pre = _linear_rows(mixer.in_proj, h, proj)  # (L, channels)
+        out = pre * weight[-1]  # the tap on the token itself; then each earlier tap, shifted (zeros before token 0)
+        for shift in range(1, kernel):
+            out[shift:].addcmul_(pre[:-shift], weight[-1 - shift])
     else:
         taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
         pre = _linear_rows(mixer.in_proj, h[taps.clamp(min=0)], proj) * (taps >= 0)[..., None]  # zero padding
         out = (pre * weight).sum(dim=1)  # (R, channels)
     if mixer.conv1d.bias is not None:
-        out = out + mixer.conv1d.bias[channels].float()
+        out += mixer.conv1d.bias[channels].float()
     return mixer.act(out)
 
 
@@ -249,20 +248,20 @@ def mamba_importance(
     x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=use_x_norm, c_rows=query_idx)
     group = _group_of_head(mixer).to(h.device)
 
-    # |C_t . B_s| per group for the query rows and vision columns: (n_groups, Q, V).
-    cb = torch.einsum("qgn,vgn->gqv", C, B[vision_idx]).abs()
-    cb = cb * (vision_idx[None, :] <= query_idx[:, None])  # causal (always true when Q follows V)
+    # |C_t . B_s| per group for the query rows and every column (no gather of B), causal: (n_groups, Q, L).
+    cb = torch.einsum("qgn,lgn->gql", C, B).abs()
+    cb *= torch.arange(h.shape[0], device=h.device)[None, :] <= query_idx[:, None]
     weight = dt[vision_idx].T  # (heads, V): dt_s of each head
     if use_x_norm:
         weight = weight * x[vision_idx].norm(dim=-1).T
 
     if decay:
         # Decay depends on the head, so form the (heads, Q, V) rows of |alpha| (dt > 0, exp > 0: only C.B has a sign).
-        per_head = cb[group] * weight[:, None, :] * _decay(A, dt, query_idx, vision_idx)
+        per_head = cb[:, :, vision_idx][group] * weight[:, None, :] * _decay(A, dt, query_idx, vision_idx)
         score = per_head.mean(dim=(0, 1))
     else:
         # Without decay the mean over t factorises per group: mean_t |C_t . B_s| is shared by the group's heads.
-        score = (cb.mean(dim=1)[group] * weight).mean(dim=0)
+        score = (cb.mean(dim=1)[:, vision_idx][group] * weight).mean(dim=0)
     return _normalise(score)
 
 

@@ -2,7 +2,8 @@
 
 Two passes over the file: a demux pass reads every video packet's timestamp (cheap, no decoding) so the frame
 count and times are exact even for containers that report no frame count (mkv/webm); the decode pass then
-converts only the selected frames. Every problem is raised as :class:`~hybridreduce.errors.VideoError` with a
+converts only the selected frames, does not decode unselected frames that no other frame depends on, and stops
+after the last selected one. Every problem is raised as :class:`~hybridreduce.errors.VideoError` with a
 ``kind`` and a reason, so the workflow can record it and go on with the other samples.
 """
 
@@ -142,7 +143,8 @@ def _select(times: np.ndarray, sampling: FrameSampling, path: str) -> np.ndarray
     return idx
 
 
-def _scaled_size(src_w: int, src_h: int, sampling: FrameSampling) -> tuple[int, int]:
+def scaled_size(src_w: int, src_h: int, sampling: FrameSampling) -> tuple[int, int]:
+    """``(width, height)`` a frame is scaled to before the centre crop (``crop``) or as the output (``stretch``)."""
     out_h, out_w = sampling.size
     if sampling.resize == "stretch":
         return out_w, out_h
@@ -178,20 +180,35 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
         tb = float(stream.time_base)
         codec = stream.codec_context.name
         src_w, src_h = stream.codec_context.width, stream.codec_context.height
-        scaled_w, scaled_h = _scaled_size(src_w, src_h, sampling)
+        scaled_w, scaled_h = scaled_size(src_w, src_h, sampling)
         top, left = (scaled_h - out_h) // 2, (scaled_w - out_w) // 2
-        last = int(selected.max())
+        ctx = stream.codec_context
+        order, skipped = 0, False
+
+        def index_of(pts: int) -> int:
+            return int(np.searchsorted(times, pts * tb - 1e-9))
+
         try:
-            for order, frame in enumerate(container.decode(stream)):
-                # Frames come out in presentation order; map by pts where present, else by position.
-                i = int(np.searchsorted(times, frame.pts * tb - 1e-9)) if frame.pts is not None else order
-                if i in wanted:
-                    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
-                    crop = rgb[top : top + out_h, left : left + out_w]
-                    for slot in wanted.pop(i):
-                        frames[slot] = crop
-                        filled += 1
-                if i >= last and not wanted:
+            for packet in container.demux(stream):
+                # A frame no other frame is predicted from, and not selected, need not be decoded at all (the
+                # decoder reads skip_frame per packet). Packets without a timestamp are always decoded.
+                skip = packet.pts is not None and packet.size > 0 and index_of(packet.pts) not in wanted
+                ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+                skipped |= skip
+                for frame in packet.decode():
+                    # Frames come out in presentation order; map by pts where present, else by position (which
+                    # only holds while nothing was skipped).
+                    if frame.pts is None and skipped:
+                        raise VideoError("corrupt", path, "decoded frames carry no timestamps to match them by")
+                    i = index_of(frame.pts) if frame.pts is not None else order
+                    order += 1
+                    if i in wanted:
+                        rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
+                        crop = rgb[top : top + out_h, left : left + out_w]
+                        for slot in wanted.pop(i):
+                            frames[slot] = crop
+                            filled += 1
+                if not wanted:
                     break
         except av.FFmpegError as e:
             raise VideoError(
