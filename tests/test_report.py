@@ -191,6 +191,39 @@ def test_report_files_index_and_traceable_queries(tmp_path):
     assert "<script" not in html
 
 
+def test_benchmark_records_are_collected_and_shown_in_methods(tmp_path):
+    """A record saved by benchmarks/*.py --save, given to collect beside the job results, becomes rows of the
+    `benchmarks` table (not a job in `runs`) and a table in the report's Methods section with its machine."""
+    from hybridreduce.store.benchmarks import make_record
+
+    database = make_study(tmp_path / "s")
+    with duckdb.connect(str(database), read_only=True) as con:
+        config = json.loads(con.execute("SELECT config FROM study").fetchone()[0])
+        jobs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    rows = [{"setting": "uniform16", "metric": "throughput_vs_ffmpeg", "value": 1.25, "unit": "ratio", "target": 1.0,
+             "met": True},
+            {"setting": "uniform16", "metric": "frames_per_s", "value": 14.5, "unit": "frames/s", "target": None,
+             "met": None}]
+    record = tmp_path / "benchmarks" / "results" / "frames.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(make_record("frames", "Test CPU, 2 cores", "python benchmarks/frames.py --save",
+                                             rows)))
+    collect([*map(str, (tmp_path / "s").glob("*.json")), str(record)], str(database), config)
+
+    with duckdb.connect(str(database), read_only=True) as con:
+        loaded = con.execute("SELECT benchmark, setting, metric, value, target, met, machine FROM benchmarks "
+                             "ORDER BY metric DESC").fetchall()
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == jobs
+    assert loaded == [("frames", "uniform16", "throughput_vs_ffmpeg", 1.25, 1.0, True, "Test CPU, 2 cores"),
+                      ("frames", "uniform16", "frames_per_s", 14.5, None, None, "Test CPU, 2 cores")]
+    render(str(database), str(tmp_path / "reports" / "s" / "index.html"))
+    html = (tmp_path / "reports" / "s" / "index.html").read_text()
+    methods = html[html.index('id="methods"'):html.index('id="data"')]
+    for text in ("Implementation performance", "throughput_vs_ffmpeg", "1.25", "met", "Test CPU, 2 cores",
+                 "python benchmarks/frames.py --save"):
+        assert text in methods
+
+
 def test_definitions_cover_every_registered_method():
     from hybridreduce.reduction.methods import REGISTRY as IN_LLM
     from hybridreduce.redundancy.methods import REGISTRY as PRE_LLM

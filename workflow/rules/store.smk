@@ -1,4 +1,8 @@
-# Collect: every job's result file -> results/<study>/study.duckdb (rebuilt from scratch, atomically).
+# Collect: every job's result file -> results/<study>/study.duckdb (rebuilt from scratch, atomically), with the
+# checkout's saved benchmark records (benchmarks/*.py --save; hybridreduce.store.benchmarks) for the report's Methods.
+import glob
+
+
 def result_files(wildcards):
     files = [f"{RESULTS}/dataset/samples/{s}.json" for s in SAMPLES]
     files += [f"{RESULTS}/frames/{s}.json" for s in SAMPLES]
@@ -6,6 +10,7 @@ def result_files(wildcards):
     files += [f"{RESULTS}/inference/{m}/{p}/{meth}/b{b}.json" for m, p, meth, b in SETTINGS]
     files += [f"{RESULTS}/probing/{m}.json" for m in probed_models()]
     files += [f"{RESULTS}/models/{m}.json" for m in sorted({s[0] for s in SETTINGS}) if not config["models"][m].get("path")]
+    files += sorted(glob.glob(os.path.join(workflow.basedir, "benchmarks", "results", "*.json")))
     return files
 
 

@@ -80,6 +80,14 @@ FROM (SELECT rule, versions, unnest(json_keys(versions)) AS k FROM runs) GROUP B
 SELECT device, count(*) AS timed_samples, min(repeats) AS repeats, round(max(peak_mem_mb), 1) AS max_peak_mem_mb,
        (SELECT string_agg(DISTINCT host, ', ') FROM runs) AS job_hosts
 FROM latency GROUP BY device ORDER BY device""",
+    "benchmarks": """
+SELECT benchmark, setting, metric, round(value, 3) AS value, unit, target,
+       CASE WHEN met IS NULL THEN '' WHEN met THEN 'met' ELSE 'missed' END AS target_met
+FROM benchmarks ORDER BY benchmark, setting, metric""",
+    "benchmark_machines": """
+SELECT benchmark, any_value(machine) AS machine, strftime(any_value(measured_at) AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M UTC')
+       AS measured_at, any_value(command) AS command
+FROM benchmarks GROUP BY benchmark ORDER BY benchmark""",
     "headline": f"""
 SELECT model, round(max(accuracy) FILTER (method = 'none'), 4) AS full_accuracy,
        round(max(accuracy) FILTER (method = 'hybrid_progressive' AND budget = {CLAIM5_BUDGET}), 4) AS paper_accuracy,
@@ -100,6 +108,9 @@ TITLES = {
     "settings_used": ("Settings of this study (from its config)", "no rows"),
     "versions": ("Software versions used by the jobs", "no rows"),
     "hardware": ("Hardware the timings come from", "no timings in this study"),
+    "benchmarks": ("Implementation performance (benchmarks/*.py; targets of issue 10)",
+                   "no saved benchmark results (run benchmarks/*.py --save)"),
+    "benchmark_machines": ("Where and how each benchmark was measured", "no saved benchmark results"),
     "headline": ((f"Headline: full-token accuracy, and accuracy and prefill speedup of hybrid_progressive at "
                   f"budget {CLAIM5_BUDGET:g} (no pre-LLM reduction)"), "no inference in this study"),
 }

@@ -1,7 +1,8 @@
 """Load every job's result file into one DuckDB file, idempotently and atomically.
 
 The database is rebuilt from scratch from the result files each time (same inputs -> same rows), written to a
-temporary file and renamed over the old one, so readers never see a half-loaded database.
+temporary file and renamed over the old one, so readers never see a half-loaded database. Benchmark records
+(:mod:`.benchmarks`) among the inputs go to the ``benchmarks`` table.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import tempfile
 
 import duckdb
 
-from .results import canonical_hash, read_result
-from .schema import TABLES, create_statement
+from .benchmarks import benchmark_rows, is_benchmark_record
+from .results import canonical_hash, check_result, read_json
+from .schema import ALL_TABLES, TABLES, create_statement
 
 
 def _load_table(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], scratch: str) -> None:
@@ -25,8 +27,8 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], sc
     with open(path, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    columns = "{" + ", ".join(f"'{n}': '{t}'" for n, t, _ in TABLES[table]) + "}"
-    names = ", ".join(f'"{n}"' for n, _, _ in TABLES[table])
+    columns = "{" + ", ".join(f"'{n}': '{t}'" for n, t, _ in ALL_TABLES[table]) + "}"
+    names = ", ".join(f'"{n}"' for n, _, _ in ALL_TABLES[table])
     con.execute(
         f'INSERT INTO "{table}" SELECT {names} FROM read_json(?, format = \'newline_delimited\', '
         f"columns = {columns})",
@@ -35,16 +37,21 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], sc
 
 
 def collect(result_paths: list[str], database: str, config: dict) -> dict[str, int]:
-    """Build ``database`` from ``result_paths`` (the study's job result files) and the study ``config``.
+    """Build ``database`` from ``result_paths`` (the study's job result files, and any benchmark records) and the
+    study ``config``.
 
     Returns the row count per table.
     """
-    rows: dict[str, list[dict]] = {t: [] for t in TABLES}
+    rows: dict[str, list[dict]] = {t: [] for t in ALL_TABLES}
     rows["study"].append(
         {"study": config["study"], "config_hash": canonical_hash(config), "seed": config["seed"], "config": config}
     )
     for path in sorted(result_paths):
-        data = read_result(path)
+        data = read_json(path)
+        if is_benchmark_record(data):
+            rows["benchmarks"].extend(benchmark_rows(data))
+            continue
+        data = check_result(path, data)
         for table, table_rows in data["tables"].items():
             if table not in TABLES:
                 raise ValueError(f"{path}: unknown table '{table}' (known: {', '.join(TABLES)})")
@@ -60,10 +67,10 @@ def collect(result_paths: list[str], database: str, config: dict) -> dict[str, i
         tmp_db = os.path.join(scratch, "study.duckdb")
         con = duckdb.connect(tmp_db)
         try:
-            for table in TABLES:
+            for table in ALL_TABLES:
                 con.execute(create_statement(table))
                 _load_table(con, table, rows[table], scratch)
-            counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in TABLES}
+            counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in ALL_TABLES}
         finally:
             con.close()
         os.replace(tmp_db, database)

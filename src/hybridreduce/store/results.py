@@ -100,12 +100,19 @@ class JobResult:
             json.dump({"meta": meta, "tables": self.tables}, f, default=_json_default)
 
 
-def read_result(path: str) -> dict:
+def read_json(path: str) -> Any:
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a readable result file ({e})") from None
+
+
+def check_result(path: str, data: Any) -> dict:
     if not isinstance(data, dict) or "meta" not in data or "tables" not in data:
         raise ValueError(f"{path}: not a result file (expected keys 'meta' and 'tables')")
     return data
+
+
+def read_result(path: str) -> dict:
+    return check_result(path, read_json(path))

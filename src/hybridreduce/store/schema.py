@@ -187,15 +187,34 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
+# Tables filled from the checkout rather than from the study's jobs (a job cannot write them): the benchmark
+# records saved by benchmarks/*.py (hybridreduce.store.benchmarks), shown in the report's Methods section.
+CHECKOUT_TABLES: dict[str, list[tuple[str, str, str]]] = {
+    "benchmarks": [
+        ("benchmark", "VARCHAR", "benchmark script (`benchmarks/<name>.py`; `prefill_cpu` / `prefill_gpu` by device)"),
+        ("setting", "VARCHAR", "what was measured (model and budget, sampling, workflow)"),
+        ("metric", "VARCHAR", "e.g. `speedup_over_limit`, `scoring_share`, `throughput_vs_ffmpeg`, `noop_rerun_s`"),
+        ("value", "DOUBLE", "the figure the script printed"),
+        ("unit", "VARCHAR", "unit of `value`"),
+        ("target", "DOUBLE", "the target it is held to (NULL if none)"),
+        ("met", "BOOLEAN", "whether `value` meets `target` (NULL if no target)"),
+        ("machine", "VARCHAR", "CPU, cores, device, load average and versions where it was measured"),
+        ("measured_at", "TIMESTAMPTZ", "when the script ran"),
+        ("command", "VARCHAR", "the command that produced it"),
+    ],
+}
+ALL_TABLES = {**TABLES, **CHECKOUT_TABLES}
+
+
 def create_statement(table: str) -> str:
-    cols = ", ".join(f'"{name}" {typ}' for name, typ, _ in TABLES[table])
+    cols = ", ".join(f'"{name}" {typ}' for name, typ, _ in ALL_TABLES[table])
     return f'CREATE TABLE "{table}" ({cols})'
 
 
 def markdown_reference() -> str:
     """The table reference as Markdown (pasted into the README)."""
     out = []
-    for table, cols in TABLES.items():
+    for table, cols in ALL_TABLES.items():
         out.append(f"**`{table}`**\n\n| column | type | meaning |\n| --- | --- | --- |")
         out.extend(f"| `{n}` | {t} | {d} |" for n, t, d in cols)
         out.append("")

@@ -1,0 +1,142 @@
+"""Prefill speedup of in-LLM reduction against its analytic limit, and the share of prefill spent scoring.
+
+    python benchmarks/prefill.py [--save] [--vision 8192] [--repeats 3] [--device auto|cpu|cuda]
+
+Two random-weight decoders built from transformers' own config classes, shaped like real ones: a hybrid with
+Nemotron-H-8B's 52-layer pattern (Mamba-2 / attention / MLP) and a 24-layer Qwen2-class Transformer. The prompt
+is ``[16 prefix][N vision][32 query]`` embeddings. For each budget the paper's method (``hybrid_progressive``,
+stages from layer 2, 4 stages as in config/paper.yaml) and the baseline (no reduction) are timed in turn in one
+process (warm-up, then the median of interleaved repeats), and the script prints:
+
+* speedup = prefill_none / prefill_method;
+* limit = analytic FLOPs without reduction / with the realised schedule (scoring/flops.py), i.e. the speedup a
+  perfect implementation would reach;
+* quotient = speedup / limit (target >= 0.9);
+* scoring share = time spent scoring and gathering tokens / prefill of the reduced run (target <= 3%).
+
+On CPU the widths are scaled down (hidden 128) so a run takes minutes on a few cores; on a GPU (``--device cuda``,
+the default when one is present) the real widths are used in bfloat16, and the Mamba-2 layers run mamba-ssm's
+kernels when that package is installed (the output says which). ``--save`` writes benchmarks/results/prefill_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import torch
+from common import interleaved, load, machine, row, save, verdict
+from transformers import AutoModelForCausalLM
+
+from hybridreduce.models.build import text_config
+from hybridreduce.models.stack import stack_for
+from hybridreduce.reduction.engine import PromptLayout, prefill
+from hybridreduce.reduction.methods import plan
+from hybridreduce.scoring.flops import prefill_flops
+
+NEMOTRON_H_8B_PATTERN = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"  # nvidia/Nemotron-H-8B-Base-8K
+# (name, real widths for a GPU, scaled widths for a CPU); every other field comes from text_config's defaults.
+SHAPES = {
+    "nemotron_h_8b_pattern": (
+        dict(family="nemotron_h", pattern=NEMOTRON_H_8B_PATTERN, hidden_size=4096, num_attention_heads=32,
+             num_key_value_heads=8, intermediate_size=21504, ssm_state_size=128, mamba_num_heads=128,
+             mamba_head_dim=64, n_groups=8, chunk_size=128),
+        dict(family="nemotron_h", pattern=NEMOTRON_H_8B_PATTERN, hidden_size=128, num_attention_heads=2,
+             num_key_value_heads=1, intermediate_size=672, ssm_state_size=64, mamba_num_heads=4,
+             mamba_head_dim=64, n_groups=2, chunk_size=128)),
+    "qwen2_7b_class": (  # Qwen2.5-7B's text decoder
+        dict(family="qwen2", num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
+             intermediate_size=18944),
+        dict(family="qwen2", num_layers=24, hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+             intermediate_size=704)),
+}
+BUDGETS = (0.5, 0.25, 0.1)
+REDUCTION = {"first_layer": 2, "num_stages": 4}  # config/paper.yaml
+PREFIX, QUERY = 16, 32
+SPEEDUP_TARGET, SCORING_TARGET = 0.9, 0.03
+
+
+def build(llm: dict, device: torch.device, dtype: torch.dtype):
+    torch.manual_seed(0)
+    config = text_config(llm, vocab_size=1024)  # the vocabulary only sizes the LM head, applied to one position
+    config.max_position_embeddings = max(config.max_position_embeddings, 1 << 16)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+
+
+def kernels(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "PyTorch reference Mamba-2 scan (no kernels on CPU)"
+    found = [p for p in ("mamba_ssm", "causal_conv1d") if importlib.util.find_spec(p)]
+    return "kernels: " + (", ".join(found) if found else "none installed (PyTorch reference scan)")
+
+
+def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype: torch.dtype, repeats: int
+                ) -> list[dict]:
+    model = build(llm, device, dtype)
+    stack = stack_for(model)
+    length = PREFIX + n_vision + QUERY
+    embeds = (torch.randn(1, length, model.config.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.02
+              ).to(device, dtype)
+    layout = PromptLayout(vision_idx=torch.arange(PREFIX, PREFIX + n_vision, device=device),
+                          query_idx=torch.arange(PREFIX + n_vision, length, device=device))
+    plans = {b: plan("hybrid_progressive", stack.layer_types, b, n_vision, REDUCTION)[0] for b in BUDGETS}
+    runs = {"none": lambda: prefill(stack, embeds, layout)}
+    runs.update({b: (lambda s=s: prefill(stack, embeds, layout, s)) for b, s in plans.items()})
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    medians, cpu, last = interleaved(runs, repeats, sync=sync)
+
+    text = PREFIX + QUERY
+    flops_none = prefill_flops(stack, [text + n_vision] * len(stack.layers))
+    pattern = "".join({"mamba": "M", "attention": "*", "mlp": "-"}[t] for t in stack.layer_types)
+    print(f"\n{name}: {len(stack.layers)} layers {pattern}, hidden {model.config.hidden_size}, {n_vision} vision "
+          f"+ {text} text tokens, {dtype}; prefill without reduction {medians['none'] * 1000:.0f} ms")
+    print(f"  {'budget':>6} {'realised':>8} {'prefill ms':>10} {'speedup':>8} {'limit':>6} {'quotient':>8} "
+          f"{'scoring':>8} {'cpu-time speedup':>16} {'quotient':>8}")
+    rows = []
+    for b in BUDGETS:
+        result = last[b]
+        assert result.vision_per_layer == plans[b].tokens_per_layer()
+        limit = flops_none / prefill_flops(stack, [text + n for n in result.vision_per_layer])
+        speedup = medians["none"] / medians[b]
+        quotient, share = speedup / limit, result.score_s / medians[b]
+        cpu_speedup = cpu["none"] / cpu[b]
+        print(f"  {b:>6g} {plans[b].realised_budget:>8.3f} {medians[b] * 1000:>10.0f} {speedup:>8.2f} "
+              f"{limit:>6.2f} {quotient:>8.3f} {share:>8.2%} {cpu_speedup:>16.2f} {cpu_speedup / limit:>8.3f}"
+              f"{verdict(quotient >= SPEEDUP_TARGET)}{verdict(share <= SCORING_TARGET)}")
+        setting = f"{name} b={b:g}"
+        rows += [row(setting, "speedup", speedup, "x"), row(setting, "flops_limit", limit, "x"),
+                 row(setting, "speedup_over_limit", quotient, "ratio", SPEEDUP_TARGET),
+                 row(setting, "cpu_time_speedup_over_limit", cpu_speedup / limit, "ratio"),
+                 row(setting, "scoring_share", share, "fraction of prefill", SCORING_TARGET, higher_is_better=False)]
+    rows.append(row(f"{name} b=1", "prefill_none_s", medians["none"], "s"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vision", type=int, default=8192, help="vision tokens N (default 8192)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
+    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/prefill_<device>.json")
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    torch.set_num_threads(args.threads)
+    gpu = device.type == "cuda"
+    device_name = torch.cuda.get_device_name(device) if gpu else "cpu"
+    line = machine(f"{device_name} ({kernels(device)})", args.threads)
+    print(line)
+    rows = []
+    for name in args.models:
+        real, small = SHAPES[name]
+        rows += bench_model(name, real if gpu else small, args.vision, device,
+                            torch.bfloat16 if gpu else torch.float32, args.repeats)
+    print(f"\nload average at end: {load()}")
+    if args.save:
+        print("saved", save(f"prefill_{'gpu' if gpu else 'cpu'}", line, rows))
+
+
+if __name__ == "__main__":
+    main()
