@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("ffmpeg"):
         raise SystemExit("the ffmpeg command-line tool is not on PATH (e.g. apt-get install ffmpeg)")
-    version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split(" Copyright")[0]
     line = machine(f"cpu; {version}")
     print(line)
     tmp = tempfile.TemporaryDirectory(prefix="hybridreduce-frames-")

@@ -1,6 +1,6 @@
 """Prefill speedup of in-LLM reduction against its analytic limit, and the share of prefill spent scoring.
 
-    python benchmarks/prefill.py [--save] [--vision 8192] [--repeats 3] [--device auto|cpu|cuda]
+    python benchmarks/prefill.py [--save] [--explain] [--vision 8192] [--repeats 3] [--device auto|cpu|cuda]
 
 Two random-weight decoders built from transformers' own config classes, shaped like real ones: a hybrid with
 Nemotron-H-8B's 52-layer pattern (Mamba-2 / attention / MLP) and a 24-layer Qwen2-class Transformer. The prompt
@@ -16,7 +16,10 @@ process (warm-up, then the median of interleaved repeats), and the script prints
 
 On CPU the widths are scaled down (hidden 128) so a run takes minutes on a few cores; on a GPU (``--device cuda``,
 the default when one is present) the real widths are used in bfloat16, and the Mamba-2 layers run mamba-ssm's
-kernels when that package is installed (the output says which). ``--save`` writes benchmarks/results/prefill_<device>.json.
+kernels when that package is installed (the output says which). ``--explain`` adds, per layer type, how its
+measured cost shrinks with the token count against the analytic FLOPs at the lowest budget's token counts (where a
+shortfall comes from).
+``--save`` writes benchmarks/results/prefill_<device>.json.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ def kernels(device: torch.device) -> str:
     return "kernels: " + (", ".join(found) if found else "none installed (PyTorch reference scan)")
 
 
-def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype: torch.dtype, repeats: int
-                ) -> list[dict]:
+def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype: torch.dtype, repeats: int,
+                explain: bool = False) -> list[dict]:
     model = build(llm, device, dtype)
     stack = stack_for(model)
     length = PREFIX + n_vision + QUERY
@@ -109,7 +112,35 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
                  row(setting, "cpu_time_speedup_over_limit", cpu_speedup / limit, "ratio"),
                  row(setting, "scoring_share", share, "fraction of prefill", SCORING_TARGET, higher_is_better=False)]
     rows.append(row(f"{name} b=1", "prefill_none_s", medians["none"], "s"))
+    if explain:
+        lowest = plans[min(BUDGETS)].tokens_per_layer()  # the budget furthest from the full sequence
+        explain_scaling(stack, sorted({text + n for n in lowest}, reverse=True), device, model.config.hidden_size,
+                        dtype, sync)
     return rows
+
+
+def explain_scaling(stack, lengths: list[int], device, hidden: int, dtype, sync) -> None:
+    """Why a measured speedup differs from the FLOPs ratio: for one layer of each type, its time on the full
+    sequence over its time at each shorter length in ``lengths``, beside the same ratio in analytic FLOPs.
+    A time ratio below the FLOPs ratio is cost that does not shrink with the tokens (fixed per-call overhead,
+    the Mamba-2 scan's padding to whole chunks, small matrices running slower per FLOP)."""
+    from hybridreduce.models.stack import SeqState
+    from hybridreduce.scoring.flops import layer_flops
+
+    print(f"  per-layer cost: full sequence ({lengths[0]} tokens) / shorter one, measured vs analytic")
+    first = {t: stack.layer_types.index(t) for t in dict.fromkeys(stack.layer_types)}
+    runs = {}
+    for n in lengths:
+        h = torch.randn(1, n, hidden, device=device, dtype=dtype) * 0.02
+        index = torch.arange(n, device=device)
+        ctx = stack.begin(h, SeqState(index, index))
+        runs.update({(n, t): (lambda i=i, h=h, ctx=ctx: stack.run_layer(i, h, ctx)) for t, i in first.items()})
+    medians, _, _ = interleaved(runs, repeats=5, sync=sync)  # every length in one interleaved run, like the prefills
+    full = lengths[0]
+    for n in lengths[1:]:
+        cells = [f"{t} {medians[full, t] / medians[n, t]:7.1f} vs "
+                 f"{layer_flops(stack, i, full) / layer_flops(stack, i, n):7.1f}" for t, i in first.items()]
+        print(f"  {n:>6} tokens: " + "   ".join(cells))
 
 
 def main() -> None:
@@ -119,6 +150,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--widths", choices=("auto", "real", "small"), default="auto",
+                        help="auto: the real widths on a GPU, the scaled-down ones on CPU")
+    parser.add_argument("--explain", action="store_true",
+                        help="also time one layer of each type at every token count the schedules reach")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/prefill_<device>.json")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -131,8 +166,9 @@ def main() -> None:
     rows = []
     for name in args.models:
         real, small = SHAPES[name]
-        rows += bench_model(name, real if gpu else small, args.vision, device,
-                            torch.bfloat16 if gpu else torch.float32, args.repeats)
+        real_widths = args.widths == "real" or (args.widths == "auto" and gpu)
+        rows += bench_model(name, real if real_widths else small, args.vision, device,
+                            torch.bfloat16 if gpu else torch.float32, args.repeats, args.explain)
     print(f"\nload average at end: {load()}")
     if args.save:
         print("saved", save(f"prefill_{'gpu' if gpu else 'cpu'}", line, rows))
