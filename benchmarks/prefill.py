@@ -113,21 +113,26 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
                  row(setting, "scoring_share", share, "fraction of prefill", SCORING_TARGET, higher_is_better=False)]
     rows.append(row(f"{name} b=1", "prefill_none_s", medians["none"], "s"))
     if explain:
-        lowest = plans[min(BUDGETS)].tokens_per_layer()  # the budget furthest from the full sequence
-        explain_scaling(stack, sorted({text + n for n in lowest}, reverse=True), device, model.config.hidden_size,
-                        dtype, sync)
+        lowest = [text + n for n in plans[min(BUDGETS)].tokens_per_layer()]  # furthest from the full sequence
+        explain_scaling(stack, lowest, device, model.config.hidden_size, dtype, sync)
     return rows
 
 
-def explain_scaling(stack, lengths: list[int], device, hidden: int, dtype, sync) -> None:
-    """Why a measured speedup differs from the FLOPs ratio: for one layer of each type, its time on the full
-    sequence over its time at each shorter length in ``lengths``, beside the same ratio in analytic FLOPs.
-    A time ratio below the FLOPs ratio is cost that does not shrink with the tokens (fixed per-call overhead,
-    the Mamba-2 scan's padding to whole chunks, small matrices running slower per FLOP)."""
+def explain_scaling(stack, tokens_per_layer: list[int], device, hidden: int, dtype, sync) -> None:
+    """Why a measured speedup differs from the FLOPs ratio, for the schedule with ``tokens_per_layer``.
+
+    1. Mix: the FLOPs limit weighs layers by FLOPs, but a layer type's time per FLOP differs (the Mamba-2 scan
+       far from matmul speed, attention on long sequences close to it). Printed: each type's time per GFLOP on
+       the full sequence, and the *cost-weighted limit*: the speedup if every layer's time shrank exactly with
+       its FLOPs from its measured full-sequence time.
+    2. Scaling: for one layer of each type, its time on the full sequence over its time at each shorter length,
+       beside the same ratio in FLOPs; a time ratio below the FLOPs ratio is cost that does not shrink with the
+       tokens (fixed per-call overhead, the Mamba-2 scan's padding to whole chunks, small matrices running slower).
+    """
     from hybridreduce.models.stack import SeqState
     from hybridreduce.scoring.flops import layer_flops
 
-    print(f"  per-layer cost: full sequence ({lengths[0]} tokens) / shorter one, measured vs analytic")
+    lengths = sorted(set(tokens_per_layer), reverse=True)
     first = {t: stack.layer_types.index(t) for t in dict.fromkeys(stack.layer_types)}
     runs = {}
     for n in lengths:
@@ -137,6 +142,14 @@ def explain_scaling(stack, lengths: list[int], device, hidden: int, dtype, sync)
         runs.update({(n, t): (lambda i=i, h=h, ctx=ctx: stack.run_layer(i, h, ctx)) for t, i in first.items()})
     medians, _, _ = interleaved(runs, repeats=5, sync=sync)  # every length in one interleaved run, like the prefills
     full = lengths[0]
+    per_gflop = {t: medians[full, t] / layer_flops(stack, i, full) * 1e9 for t, i in first.items()}
+    print(f"  time per GFLOP on the full sequence ({full} tokens): "
+          + ", ".join(f"{t} {ms * 1000:.1f} ms" for t, ms in per_gflop.items()))
+    predicted = [per_gflop[stack.layer_types[i]] * layer_flops(stack, i, n) / 1e9
+                 for i, n in enumerate(tokens_per_layer)]
+    print(f"  cost-weighted limit at b={min(BUDGETS):g}: "
+          f"{sum(medians[full, t] for t in stack.layer_types) / sum(predicted):.2f}")
+    print("  per-layer cost: full sequence / shorter one, measured vs analytic")
     for n in lengths[1:]:
         cells = [f"{t} {medians[full, t] / medians[n, t]:7.1f} vs "
                  f"{layer_flops(stack, i, full) / layer_flops(stack, i, n):7.1f}" for t, i in first.items()]
