@@ -19,7 +19,7 @@ from pathlib import Path
 from hybridreduce.store.benchmarks import make_record
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+RECORDS = REPO / "benchmarks" / "records"
 
 
 def cpu_name() -> str:
@@ -82,8 +82,8 @@ def row(setting: str, metric: str, value: float, unit: str, target: float | None
     return {"setting": setting, "metric": metric, "value": float(value), "unit": unit, "target": target, "met": met}
 
 
-def save(benchmark: str, machine_line: str, rows: list[dict], out_dir: Path = RESULTS) -> Path:
-    """Write ``benchmarks/results/<benchmark>.json`` (the figures the study's report shows)."""
+def save(benchmark: str, machine_line: str, rows: list[dict], out_dir: Path = RECORDS) -> Path:
+    """Write ``benchmarks/records/<benchmark>.json`` (the figures the study's report shows)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{benchmark}.json"
     command = " ".join(["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])

@@ -9,7 +9,7 @@ temporary folder (about 20 minutes on 2 cores); with it, one untimed rerun first
 this checkout (new benchmark records, for one, re-run collect and report). A timed no-op rerun must find nothing
 to do (checked). The paper dry run plans config/paper.yaml's study (checkpoints are not needed for ``-n``) in an
 empty temporary folder. Each time is the median of ``--repeats`` runs; target: no-op rerun <= 5 s. ``--save``
-writes benchmarks/results/dag.json.
+writes benchmarks/records/dag.json.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="folder where the default study already ran")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--save", action="store_true", help="write benchmarks/results/dag.json")
+    parser.add_argument("--save", action="store_true", help="write benchmarks/records/dag.json")
     args = parser.parse_args()
     line = machine()
     print(line)

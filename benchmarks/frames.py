@@ -13,7 +13,7 @@ the workflow's own encoder. Two samplings, each producing 224x224 RGB frames (sc
 ffmpeg writes raw RGB to a pipe that this script reads and counts, so both sides do the same work: decode,
 scale, crop, deliver RGB to Python. Each side's wall time is the median of interleaved repeats after a warm-up;
 throughput = frames delivered / wall time (target: ours >= ffmpeg's). The CPU-time ratio (ffmpeg's CPU seconds,
-decoder threads included, over ours) says the same without the noise of other work on a busy machine. ``--save`` writes benchmarks/results/frames.json.
+decoder threads included, over ours) says the same without the noise of other work on a busy machine. ``--save`` writes benchmarks/records/frames.json.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", nargs="+", type=Path, help="video files to use instead of generated ones")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--save", action="store_true", help="write benchmarks/results/frames.json")
+    parser.add_argument("--save", action="store_true", help="write benchmarks/records/frames.json")
     args = parser.parse_args()
     if not shutil.which("ffmpeg"):
         raise SystemExit("the ffmpeg command-line tool is not on PATH (e.g. apt-get install ffmpeg)")

@@ -19,7 +19,7 @@ the default when one is present) the real widths are used in bfloat16, and the M
 kernels when that package is installed (the output says which). ``--explain`` adds, per layer type, how its
 measured cost shrinks with the token count against the analytic FLOPs at the lowest budget's token counts (where a
 shortfall comes from).
-``--save`` writes benchmarks/results/prefill_<device>.json.
+``--save`` writes benchmarks/records/prefill_<device>.json.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def main() -> None:
                         help="auto: the real widths on a GPU, the scaled-down ones on CPU")
     parser.add_argument("--explain", action="store_true",
                         help="also time one layer of each type at every token count the schedules reach")
-    parser.add_argument("--save", action="store_true", help="write benchmarks/results/prefill_<device>.json")
+    parser.add_argument("--save", action="store_true", help="write benchmarks/records/prefill_<device>.json")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))

@@ -204,7 +204,7 @@ def test_benchmark_records_are_collected_and_shown_in_methods(tmp_path):
              "met": True},
             {"setting": "uniform16", "metric": "frames_per_s", "value": 14.5, "unit": "frames/s", "target": None,
              "met": None}]
-    record = tmp_path / "benchmarks" / "results" / "frames.json"
+    record = tmp_path / "benchmarks" / "records" / "frames.json"
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps(make_record("frames", "Test CPU, 2 cores", "python benchmarks/frames.py --save",
                                              rows)))

@@ -1,4 +1,4 @@
-"""Benchmark records: the figures ``benchmarks/*.py --save`` write to ``benchmarks/results/<name>.json`` (the
+"""Benchmark records: the figures ``benchmarks/*.py --save`` write to ``benchmarks/records/<name>.json`` (the
 collect rule in workflow/rules/store.smk takes every such file as an input).
 
 A record is ``{"benchmark", "machine", "measured_at", "command", "rows": [{setting, metric, value, unit, target,
