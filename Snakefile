@@ -27,8 +27,10 @@ RESULTS = f"results/{STUDY}"
 VIDEOS = study_samples(config, RESULTS)
 SAMPLES = list(VIDEOS)
 MODEL_PATHS = model_paths(config, RESULTS)
-# (model, pre-LLM method, in-LLM method, budget) of every inference job
+# (model, pre-LLM method, in-LLM method, budget) of every inference setting
 SETTINGS = inference_settings(config)
+# (in-LLM method, budget) settings that every inference job (one per model and pre-LLM method) runs
+METHOD_BUDGETS = list(dict.fromkeys((method, budget) for _, _, method, budget in SETTINGS))
 
 
 onstart:

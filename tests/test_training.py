@@ -144,3 +144,36 @@ def test_an_unreachable_finetuning_budget_fails_before_training(pools):
     with pytest.raises(ConfigError, match=r"training.reduction_budgets: 0.01 cannot be reached"):
         next(train(TinyVLMAdapter.from_model(model, tok), *pools, cfg["training"], seed=0,
                    reduction_cfg={"first_layer": 1, "num_stages": 1}))
+
+
+def test_training_stages_continue_the_run_with_their_own_settings(tmp_path):
+    # main run 10 steps, then a curriculum stage of 5 steps that weights location up (training.stages)
+    cfg = model_cfg("qwen2", steps=10, log_every=5,
+                    stages=[{"steps": 5, "lr": 1e-3, "warmup": 1, "qtype_weights": {"location": 4.0}}])
+    log = list(train_tiny_model(cfg, SPEC, 4, str(tmp_path), seed=0))
+    train_rows = [r for r in log if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [5, 10, 15]
+    assert [r["samples_seen"] for r in train_rows] == [40, 80, 120]
+    assert sorted({r["step"] for r in log if r["split"] == "val"}) == [10, 15]  # validated after each stage
+    elapsed = [r["elapsed_s"] for r in log]
+    assert elapsed == sorted(elapsed)
+    # the stage trained on: its checkpoint differs from the main run's alone
+    main_only = model_cfg("qwen2", steps=10, log_every=5)
+    list(train_tiny_model(main_only, SPEC, 4, str(tmp_path / "main"), seed=0))
+    staged, plain = TinyVLMAdapter(str(tmp_path)).model, TinyVLMAdapter(str(tmp_path / "main")).model
+    assert any(not torch.equal(a, b) for a, b in zip(staged.state_dict().values(), plain.state_dict().values()))
+
+
+def test_question_type_weights_scale_each_question_in_the_loss(pools):
+    model, tok = new_tiny_model(model_cfg("qwen2"), seed=0)
+    adapter = TinyVLMAdapter.from_model(model, tok)
+    cfg = {**model_cfg("qwen2")["training"], "steps": 1, "log_every": 1, "lr": 1e-12}
+    plain = next(train(adapter, *pools, cfg, seed=0))["loss"]
+    model.load_state_dict(new_tiny_model(model_cfg("qwen2"), seed=0)[0].state_dict())
+    weighted = next(train(adapter, *pools, {**cfg, "qtype_weights": {"location": 1000.0}}, seed=0))["loss"]
+    # the same batch (same seed); with location weighted ~1000x the loss is the mean over location questions alone
+    model.load_state_dict(new_tiny_model(model_cfg("qwen2"), seed=0)[0].state_dict())
+    only_location = next(train(adapter, *pools, {**cfg, "qtype_weights": {q: 1e-9 for q in
+                                                                           ("colour", "count", "order")}}, seed=0))["loss"]
+    assert weighted != pytest.approx(plain, rel=1e-4)
+    assert weighted == pytest.approx(only_location, rel=1e-3)

@@ -84,7 +84,7 @@ def test_second_run_does_nothing(tiny_study):
 def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 4, "lmms_task": 1, "reduce_redundancy": 2,
+        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 2, "lmms_task": 1, "reduce_redundancy": 2,
         "report": 1, "synthesize_sample": 4, "probe": 2}
     assert not (tmp_path / "results").exists()
 
@@ -120,7 +120,7 @@ def test_growing_the_test_set_keeps_existing_videos_and_the_models(tiny_study, t
     cfg["dataset"]["synthetic"]["num_videos"] = 5
     jobs = planned_jobs(run_snakemake(work, cfg, "-n").stdout)
     assert "build_model" not in jobs and "probe" not in jobs  # probing uses its own probe set
-    assert jobs["synthesize_sample"] == 1 and jobs["infer"] == 4
+    assert jobs["synthesize_sample"] == 1 and jobs["infer"] == 2  # one job per model and pre-LLM method
 
 
 def test_collect_is_idempotent(tiny_study, tmp_path):
@@ -195,7 +195,7 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     proc = run_snakemake(tmp_path, cfg, "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "infer": 4, "lmms_task": 1,
+        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "infer": 2, "lmms_task": 1,
         "report": 1}
 
 
@@ -212,7 +212,7 @@ def test_bad_manifest_is_rejected_before_any_job(tmp_path):
 def test_paper_config_dry_runs_without_weights(tmp_path):
     proc = run_snakemake(tmp_path, None, "--configfile", str(REPO / "config/paper.yaml"), "-n")
     jobs = planned_jobs(proc.stdout)
-    # 2 models x 2 pre-LLM x (none + 9 methods x 3 budgets)
+    # one job per setting (inference.job_per: setting): 2 models x 2 pre-LLM x (none + 9 methods x 3 budgets)
     assert jobs["infer"] == 2 * 2 * (1 + 9 * 3) and "build_model" not in jobs
 
 

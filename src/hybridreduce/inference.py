@@ -7,9 +7,10 @@ lmms-eval plugin model (:mod:`.scoring.lmms_model`) drives it, so answering and 
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -26,13 +27,20 @@ from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
 PATTERN = {MAMBA: "M", MLP: "-"}
 
 
+@lru_cache(maxsize=1)
+def _shared_adapter(model_name: str, model_cfg_json: str, device: str):
+    """The adapter of the last model loaded in this process: an inference job runs every setting of one model, so
+    its weights are read once (inference never changes them)."""
+    return load_adapter(model_name, json.loads(model_cfg_json), device=device)
+
+
 class SettingRunner:
     """Answers samples under one setting and returns the ``inference`` / ``latency`` / ``failures`` rows."""
 
     def __init__(self, model_name: str, model_cfg: dict, pre: str, pre_q: float, method: str, budget: float,
                  reduction_cfg: dict, run_cfg: dict, seed: int):
         self.device = torch.device(run_cfg.get("device", "cpu"))
-        self.adapter = load_adapter(model_name, model_cfg, device=str(self.device))
+        self.adapter = _shared_adapter(model_name, json.dumps(model_cfg, sort_keys=True), str(self.device))
         self.model_name, self.model_path = model_name, model_cfg.get("path") or ""
         self.pre, self.pre_q, self.method, self.budget = pre, pre_q, method, budget
         self.reduction_cfg, self.run_cfg, self.seed = reduction_cfg, run_cfg, seed

@@ -136,8 +136,10 @@ def lmms_task(input, output, params, wildcards) -> None:
 
 
 def infer(input, output, params, wildcards) -> None:
-    """One (model, pre-LLM method, in-LLM method, budget) setting: one offline lmms-eval run of the configured
-    tasks with the ``hybridreduce`` plugin model, which records the inference rows while it answers."""
+    """The (in-LLM method, budget) settings of one model and pre-LLM method in ``params.settings`` (one, or all:
+    ``inference.job_per``): one offline lmms-eval run of the configured tasks per setting with the ``hybridreduce``
+    plugin model, which records the inference rows while it answers. Settings of one job share the process, so
+    lmms-eval, the libraries and the model are loaded once."""
     import os
     import shutil
 
@@ -150,10 +152,10 @@ def infer(input, output, params, wildcards) -> None:
     # HF_HOME's), which they therefore also write to.
     private_cache = None
     if not scoring.get("datasets_cache") and set(scoring["tasks"]) == {LOCAL_TASK}:
-        private_cache = os.path.join(output.run, "datasets_cache")
+        private_cache = os.path.join(output.runs, "datasets_cache")
     # before lmms-eval or any Hugging Face library is imported in this process: they read these at import time
     os.environ.update(offline_vars(scoring.get("hf_home"), scoring.get("datasets_cache") or private_cache))
-    from .scoring.lmms_run import offline_state, read_records, run_lmms_eval, score_rows
+    from .scoring.lmms_run import offline_state
 
     flags = " ".join(f"{k}={os.environ[k]}" for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
     print(f"offline: {flags}; as the libraries read them: "
@@ -161,28 +163,42 @@ def infer(input, output, params, wildcards) -> None:
 
     setting = {"model_name": wildcards.model, "model": params.model, "frames": params.frames,
                "reduction": params.reduction, "run": params.run, "seed": params.seed}
-    result = JobResult(rule="infer", params={**setting, "scoring": scoring})
-    os.makedirs(output.run, exist_ok=True)
-    setting_path, records_path = os.path.join(output.run, "setting.json"), os.path.join(output.run, "records.jsonl")
-    with atomic_write(setting_path) as f:
-        json.dump(setting, f)
-    model_args = {"config": os.path.abspath(setting_path), "pre": wildcards.pre, "pre_q": params.run["pre_llm_q"],
-                  "method": wildcards.method, "budget": wildcards.budget, "record": os.path.abspath(records_path)}
     try:
-        results, samples = run_lmms_eval(scoring["tasks"], model_args, os.path.join(output.run, "lmms_eval"),
-                                         include_path=input.task[0] if input.task else None, limit=scoring.get("limit"))
+        for (method, budget), run_dir, result_path in zip(params.settings, params.run_dirs, output.results,
+                                                          strict=True):
+            print(f"setting {wildcards.model}/{wildcards.pre}/{method}/b{budget}", flush=True)
+            _infer_setting(setting, wildcards.pre, method, budget, scoring, input.task[0] if input.task else None,
+                           run_dir, result_path)
     finally:
         if private_cache:
             shutil.rmtree(private_cache, ignore_errors=True)
-    key = {"model": wildcards.model, "pre_method": wildcards.pre, "method": wildcards.method,
-           "budget": float(wildcards.budget)}
+
+
+def _infer_setting(setting: dict, pre: str, method: str, budget: float, scoring: dict, task_dir: str | None,
+                   run_dir: str, result_path: str) -> None:
+    """One lmms-eval run of one setting into ``run_dir``, and its result file."""
+    import os
+
+    from .scoring.lmms_run import read_records, run_lmms_eval, score_rows
+
+    result = JobResult(rule="infer", params={**setting, "pre": pre, "method": method, "budget": budget,
+                                             "scoring": scoring})
+    os.makedirs(run_dir, exist_ok=True)
+    setting_path, records_path = os.path.join(run_dir, "setting.json"), os.path.join(run_dir, "records.jsonl")
+    with atomic_write(setting_path) as f:
+        json.dump(setting, f)
+    model_args = {"config": os.path.abspath(setting_path), "pre": pre, "pre_q": setting["run"]["pre_llm_q"],
+                  "method": method, "budget": budget, "record": os.path.abspath(records_path)}
+    results, samples = run_lmms_eval(scoring["tasks"], model_args, os.path.join(run_dir, "lmms_eval"),
+                                     include_path=task_dir, limit=scoring.get("limit"))
+    key = {"model": setting["model_name"], "pre_method": pre, "method": method, "budget": float(budget)}
     records, sample_ids = read_records(records_path)
     for table, row in records:
         result.add(table, row)
     scores, per_sample = score_rows(results, samples, key, sample_ids)
     result.add("scores", *scores)
     result.add("sample_scores", *per_sample)
-    result.write(output.result)
+    result.write(result_path)
 
 
 def probe(input, output, params, wildcards) -> None:

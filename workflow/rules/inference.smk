@@ -1,6 +1,30 @@
-# Inference + scoring: one lmms-eval run per (model, pre-LLM method, in-LLM method, budget). The plugin model
-# `hybridreduce` answers every document through the inference code path and records kept counts, FLOPs and
-# timings as it goes, so no sample is run twice for one setting.
+# Inference + scoring: one lmms-eval evaluation per (model, pre-LLM method, in-LLM method, budget) setting, each with
+# its own result file and lmms-eval run folder. `inference.job_per` chooses how settings are spread over jobs:
+#   setting: one job each (parallel on a cluster, incremental, a failure costs one setting);
+#   model:   one job per model and pre-LLM method runs all its settings in one process, so lmms-eval and the model
+#            are loaded once (CPU studies, whose settings take seconds); a changed method list reruns the job.
+# The plugin model `hybridreduce` answers every document through the inference code path and records kept counts,
+# FLOPs and timings as it goes, so no sample is run twice for one setting.
+if config["inference"]["job_per"] == "setting":
+    INFER_JOB = "{model}/{pre}/{method}/b{budget}"
+    INFER_RESULTS = [f"{RESULTS}/inference/{INFER_JOB}.json"]
+
+    def infer_settings(wildcards):
+        return [(wildcards.method, float(wildcards.budget))]
+
+else:
+    INFER_JOB = "{model}/{pre}"
+    INFER_RESULTS = [f"{RESULTS}/inference/{{model}}/{{pre}}/{m}/b{b}.json" for m, b in METHOD_BUDGETS]
+
+    def infer_settings(wildcards):
+        return METHOD_BUDGETS
+
+
+def infer_run_dirs(wildcards):
+    # one lmms-eval run folder per setting, in the order of infer_settings (= the job's `runs` folder per setting)
+    base = f"{RESULTS}/lmms_eval/runs/{wildcards.model}/{wildcards.pre}"
+    return [f"{base}/{method}/b{budget}" for method, budget in infer_settings(wildcards)]
+
 def model_input(wildcards):
     # Only workflow-built models are inputs; a real checkpoint's path is checked at start-up (Snakefile onstart).
     return [] if config["models"][wildcards.model].get("path") else [MODEL_PATHS[wildcards.model]]
@@ -31,19 +55,22 @@ rule infer:
         model=model_input,
         task=local_task_input,
     output:
-        result=f"{RESULTS}/inference/{{model}}/{{pre}}/{{method}}/b{{budget}}.json",
-        run=directory(f"{RESULTS}/lmms_eval/runs/{{model}}/{{pre}}/{{method}}/b{{budget}}"),
+        # one result file per (in-LLM method, budget) of the job, in the order of params.settings
+        results=INFER_RESULTS,
+        runs=directory(f"{RESULTS}/lmms_eval/runs/{INFER_JOB}"),
     params:
+        settings=infer_settings,
+        run_dirs=infer_run_dirs,
         model=lambda wildcards: {**config["models"][wildcards.model], "path": MODEL_PATHS[wildcards.model]},
-        run={k: v for k, v in config["inference"].items() if k not in ("models", "pre_llm", "methods", "budgets")},
+        run={k: v for k, v in config["inference"].items() if k not in ("models", "pre_llm", "methods", "budgets", "job_per")},
         frames=config["frames"],
         scoring=config["scoring"],
         reduction=config["reduction"],
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/infer/{{model}}/{{pre}}/{{method}}/b{{budget}}.log",
+        f"{RESULTS}/logs/infer/{INFER_JOB}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/infer/{{model}}/{{pre}}/{{method}}/b{{budget}}.tsv"
+        f"{RESULTS}/benchmarks/infer/{INFER_JOB}.tsv"
     threads: config["inference"]["threads"]
     resources:
         # cluster job size (workflow/profiles/slurm): config `resources.infer`, scaled by the attempt

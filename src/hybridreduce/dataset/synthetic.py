@@ -145,14 +145,15 @@ def _question(qtype: str, events: list[dict]) -> tuple[str, list[str], int]:
     return "Which colour appeared first?", list(COLOURS), list(COLOURS).index(e["colour"])
 
 
-def training_questions(events: list[dict], rng: np.random.Generator) -> list[tuple[str, list[str], int]]:
-    """Every question a video can answer, in random order (training asks them all, as turns of one conversation
-    after the video): count and order always; location of one event (colours are distinct, so "the <colour>
-    <shape>" names one event); colour when the video has a single event, as in the benchmark."""
-    turns = [_question("count", events), _question("order", events),
-             _question("location", [events[int(rng.integers(len(events)))]])]
+def training_questions(events: list[dict], rng: np.random.Generator) -> list[tuple[str, str, list[str], int]]:
+    """Every question a video can answer, as ``(qtype, question, options, answer index)`` in random order
+    (training asks them all, as turns of one conversation after the video): count and order always; location of
+    one event (colours are distinct, so "the <colour> <shape>" names one event); colour when the video has a
+    single event, as in the benchmark."""
+    turns = [("count", *_question("count", events)), ("order", *_question("order", events)),
+             ("location", *_question("location", [events[int(rng.integers(len(events)))]]))]
     if len(events) == 1:
-        turns.append(_question("colour", events))
+        turns.append(("colour", *_question("colour", events)))
     return [turns[i] for i in rng.permutation(len(turns))]
 
 

@@ -27,11 +27,12 @@ from .adapter import TinyVLMAdapter
 
 class Pool:
     """Rendered samples of one split: frames ``(n, T, 3, S, S)`` float in [0, 1], samples (one benchmark question
-    each) and ``turns``: every question each video can answer (see :func:`training_questions`)."""
+    each), ``turns``: every question each video can answer (see :func:`training_questions`), and ``turn_types``:
+    the question type of each turn."""
 
     def __init__(self, spec: SyntheticSpec, count: int, num_frames: int, size: int):
         idx = np.linspace(0, spec.num_frames - 1, num_frames, dtype=np.int64)
-        frames, self.samples, self.turns = [], [], []
+        frames, self.samples, self.turns, self.turn_types = [], [], [], []
         for i in range(count):
             video, sample = render_sample(spec, i, idx)
             x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
@@ -40,7 +41,9 @@ class Pool:
             frames.append(x)
             self.samples.append(sample)
             rng = np.random.default_rng([spec.seed, i, 1])
-            self.turns.append([(q, o, LETTERS[a]) for q, o, a in training_questions(sample.events, rng)])
+            questions = training_questions(sample.events, rng)
+            self.turns.append([(q, o, LETTERS[a]) for _, q, o, a in questions])
+            self.turn_types.append([qtype for qtype, *_ in questions])
         self.frames = torch.stack(frames)  # (n, T, 3, S, S)
 
     def __len__(self) -> int:
@@ -51,6 +54,12 @@ class Pool:
         if conversation:
             return [self.turns[i] for i in indices]
         return [[(s.question, s.options, s.answer)] for s in (self.samples[i] for i in indices)]
+
+    def question_types(self, indices, conversation: bool) -> list[str]:
+        """The question type of every question of :meth:`questions`, flattened in the same order."""
+        if conversation:
+            return [qtype for i in indices for qtype in self.turn_types[i]]
+        return [self.samples[i].qtype for i in indices]
 
 
 def _batch_embeds(adapter: TinyVLMAdapter, frames: torch.Tensor, conversations
@@ -125,7 +134,8 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
           reduction_cfg: dict | None = None) -> Iterator[dict]:
     """Train ``adapter.model`` in place; yields one log row per ``log_every`` steps and a final ``val`` row.
 
-    ``cfg``: ``steps``, ``batch_size``, ``lr``, ``weight_decay``, ``warmup``, ``log_every``; with
+    ``cfg``: ``steps``, ``batch_size``, ``lr``, ``weight_decay``, ``warmup``, ``log_every``, ``qtype_weights``
+    (question type -> loss weight, default 1); with
     ``reduction_budgets`` (and ``reduction_cfg``) each step runs through the reduction loop at a random budget
     (finetuning under reduction).
     """
@@ -140,6 +150,7 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
             raise ConfigError(f"training.reduction_budgets: {budget} cannot be reached by this model ({e})") from None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
     steps, bs = cfg["steps"], cfg["batch_size"]
+    qtype_weights = cfg.get("qtype_weights") or {}
     t0, seen, run_loss, run_acc = time.perf_counter(), 0, [], []
     for step in tqdm(range(steps), desc="train", mininterval=5):
         model.train()
@@ -149,10 +160,13 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
             samples = [train_pool.samples[i] for i in idx]
             loss, acc = _reduced_loss(adapter, frames, samples, cfg["reduction_budgets"], reduction_cfg, rng), None
         else:
-            conversations = train_pool.questions(idx, conversation=cfg.get("conversation", True))
-            embeds, which, ends, answers = _batch_embeds(adapter, frames, conversations)
+            conversation = cfg.get("conversation", True)
+            embeds, which, ends, answers = _batch_embeds(adapter, frames, train_pool.questions(idx, conversation))
             logits = _option_logits(adapter, embeds, which, ends)
-            loss = F.cross_entropy(logits, answers)
+            # Per question type loss weights (qtype_weights): a type that is learnt late, once the others have
+            # taught the model where the events are, gets a larger share of the gradient.
+            weights = torch.tensor([qtype_weights.get(t, 1.0) for t in train_pool.question_types(idx, conversation)])
+            loss = (F.cross_entropy(logits, answers, reduction="none") * weights).sum() / weights.sum()
             acc = float((logits.argmax(-1) == answers).float().mean())
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, cfg["lr"], cfg.get("warmup", 20))
@@ -180,7 +194,11 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
     ``model_cfg["training"]`` says on the synthetic benchmark's ``train`` split (validated on ``val``), and save it
     with its tokenizer to ``out_dir``.
 
-    Yields the training log rows (see :func:`train`).
+    ``training.stages`` (optional) continue training after the main run, each a new run of :func:`train` (fresh
+    optimiser, warm-up and cosine decay) with the main settings updated by the stage's own (``steps``, ``lr``,
+    ``qtype_weights``, ...): a curriculum, e.g. weighting a question type up once the model has learnt to find the
+    events. Yields the training log rows of every stage (see :func:`train`), steps and time counted on from the
+    previous stage.
     """
     from .build import new_tiny_model
 
@@ -194,7 +212,13 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
     size = model.config.image_size
     train_pool = Pool(SyntheticSpec.for_split(synthetic_cfg, "train", seed), cfg["train_videos"], num_frames, size)
     val_pool = Pool(SyntheticSpec.for_split(synthetic_cfg, "val", seed), cfg["val_videos"], num_frames, size)
-    yield from train(adapter, train_pool, val_pool, cfg, seed, reduction_cfg)
+    steps, elapsed, seen = 0, 0.0, 0
+    for k, stage in enumerate([cfg, *(cfg.get("stages") or [])]):
+        stage_cfg = cfg if k == 0 else {**cfg, **stage}
+        for row in train(adapter, train_pool, val_pool, stage_cfg, seed + k, reduction_cfg):
+            yield {**row, "step": steps + row["step"], "elapsed_s": elapsed + row["elapsed_s"],
+                   "samples_seen": seen + row["samples_seen"]}
+        steps, elapsed, seen = steps + stage_cfg["steps"], elapsed + row["elapsed_s"], seen + row["samples_seen"]
     model.eval()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
