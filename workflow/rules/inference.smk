@@ -25,6 +25,7 @@ def infer_run_dirs(wildcards):
     base = f"{RESULTS}/lmms_eval/runs/{wildcards.model}/{wildcards.pre}"
     return [f"{base}/{method}/b{budget}" for method, budget in infer_settings(wildcards)]
 
+
 def model_input(wildcards):
     # Only workflow-built models are inputs; a real checkpoint's path is checked at start-up (Snakefile onstart).
     return [] if config["models"][wildcards.model].get("path") else [MODEL_PATHS[wildcards.model]]
