@@ -1,5 +1,10 @@
 """Frame extraction on real files written and decoded by PyAV."""
 
+import os
+import shutil
+import subprocess
+import sys
+
 import av
 import numpy as np
 import pytest
@@ -67,13 +72,22 @@ def test_unusable_videos_raise_with_kind_and_reason(tmp_path, name):
 
 
 def test_unreadable_file_is_reported(tmp_path):
-    import os
-
-    if os.geteuid() == 0:
-        pytest.skip("root reads files regardless of permissions")
     path = tmp_path / "locked.mp4"
     write_video(str(path), ramp_frames(10), fps=10)
     path.chmod(0)
-    with pytest.raises(VideoError) as err:
-        decode_frames(str(path), FrameSampling(num_frames=2, size=(16, 16)))
-    assert err.value.kind == "unreadable"
+    # Root reads any file: decode in a child process with every capability dropped, so permissions apply to it.
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is not installed")
+        prefix = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+    code = ("import sys\n"
+            "from hybridreduce.errors import VideoError\n"
+            "from hybridreduce.video import FrameSampling, decode_frames\n"
+            "try:\n"
+            "    decode_frames(sys.argv[1], FrameSampling(num_frames=2, size=(16, 16)))\n"
+            "except VideoError as e:\n"
+            "    print(e.kind, e.path, sep='\\n')\n")
+    proc = subprocess.run([*prefix, sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.splitlines() == ["unreadable", str(path)], proc.stderr
