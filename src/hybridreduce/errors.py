@@ -19,3 +19,16 @@ class VideoError(RuntimeError):
         self.kind = kind
         self.path = path
         self.reason = reason
+
+
+# How allocation failures read: torch's CPU allocator, CUDA, and the loader mapping a library under a memory limit.
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to map segment")
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from is an out-of-memory error (CPU or GPU)."""
+    while exc is not None:
+        if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OUT_OF_MEMORY):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

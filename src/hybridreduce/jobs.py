@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from .dataset import Sample, SyntheticSpec, generate_sample
-from .errors import VideoError
+from .errors import VideoError, is_out_of_memory
 from .store import JobResult, atomic_write, collect, read_result
 from .video import FrameSampling, decode_frames
 
@@ -266,20 +266,6 @@ def enforce_memory_limit(mem_mb: int) -> None:
         import scipy.linalg  # noqa: F401
     limit = mem_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-
-
-# How allocation failures read: torch's CPU allocator, CUDA, and the loader mapping a library under the limit.
-OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to map segment")
-
-
-def is_out_of_memory(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or an exception it was raised from is an out-of-memory error (CPU or GPU)."""
-    while exc is not None:
-        text = str(exc).lower()
-        if isinstance(exc, MemoryError) or any(m in text for m in OUT_OF_MEMORY):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def run_from_snakemake(smk) -> None:

@@ -23,7 +23,7 @@ import re
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from ..errors import ConfigError, VideoError
+from ..errors import ConfigError, VideoError, is_out_of_memory
 
 DEFAULTS = {
     "model_name": "model",
@@ -101,7 +101,7 @@ class HybridReduceLMM(lmms):
         """A :class:`MemoryError` naming the sample and the setting when ``e`` is an out-of-memory error (CPU
         allocators raise ``MemoryError`` or a RuntimeError "can't allocate memory"; CUDA ``torch.OutOfMemoryError``,
         a RuntimeError "CUDA out of memory"), else ``None``."""
-        if not (isinstance(e, MemoryError) or any(m in str(e).lower() for m in ("out of memory", "can't allocate"))):
+        if not is_out_of_memory(e):
             return None
         return MemoryError(f"out of memory on sample {sample_id} (task {task}, document {doc_id}) in setting "
                            f"{self.runner.setting} ({self.runner.device}) while {step}: {e}")
