@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hybridreduce.store import atomic_write
 from hybridreduce.store.benchmarks import make_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,10 +88,8 @@ def save(benchmark: str, machine_line: str, rows: list[dict], out_dir: Path = RE
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{benchmark}.json"
     command = " ".join(["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-    record = make_record(benchmark, machine_line, command, rows)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    with atomic_write(str(path)) as f:
+        f.write(json.dumps(make_record(benchmark, machine_line, command, rows), indent=1) + "\n")
     return path
 
 

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from functools import partial
 
 import torch
 from common import interleaved, load, machine, row, save, verdict
 from transformers import AutoModelForCausalLM
 
+from hybridreduce.inference import layer_pattern
 from hybridreduce.models.build import text_config
 from hybridreduce.models.stack import stack_for
 from hybridreduce.reduction.engine import PromptLayout, prefill
 from hybridreduce.reduction.methods import plan
 from hybridreduce.scoring.flops import prefill_flops
+from hybridreduce.scoring.latency import synchronize
 
 NEMOTRON_H_8B_PATTERN = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"  # nvidia/Nemotron-H-8B-Base-8K
 # (name, real widths for a GPU, scaled widths for a CPU); every other field comes from text_config's defaults.
@@ -85,12 +88,11 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
     plans = {b: plan("hybrid_progressive", stack.layer_types, b, n_vision, REDUCTION)[0] for b in BUDGETS}
     runs = {"none": lambda: prefill(stack, embeds, layout)}
     runs.update({b: (lambda s=s: prefill(stack, embeds, layout, s)) for b, s in plans.items()})
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    medians, cpu, last = interleaved(runs, repeats, sync=sync)
+    medians, cpu, last = interleaved(runs, repeats, sync=partial(synchronize, device))
 
     text = PREFIX + QUERY
     flops_none = prefill_flops(stack, [text + n_vision] * len(stack.layers))
-    pattern = "".join({"mamba": "M", "attention": "*", "mlp": "-"}[t] for t in stack.layer_types)
+    pattern = layer_pattern(stack.layer_types)
     print(f"\n{name}: {len(stack.layers)} layers {pattern}, hidden {model.config.hidden_size}, {n_vision} vision "
           f"+ {text} text tokens, {dtype}; prefill without reduction {medians['none'] * 1000:.0f} ms")
     print(f"  {'budget':>6} {'realised':>8} {'prefill ms':>10} {'speedup':>8} {'limit':>6} {'quotient':>8} "

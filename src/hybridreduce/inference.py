@@ -27,6 +27,11 @@ from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
 PATTERN = {MAMBA: "M", MLP: "-"}
 
 
+def layer_pattern(layer_types: list[str]) -> str:
+    """Nemotron-H's notation for a layer stack: ``M`` Mamba-2, ``*`` attention, ``-`` MLP."""
+    return "".join(PATTERN.get(t, "*") for t in layer_types)
+
+
 @lru_cache(maxsize=1)
 def _shared_adapter(model_name: str, model_cfg_json: str, device: str):
     """The adapter of the last model loaded in this process: an inference job runs every setting of one model, so
@@ -44,8 +49,7 @@ class SettingRunner:
         self.model_name, self.model_path = model_name, model_cfg.get("path") or ""
         self.pre, self.pre_q, self.method, self.budget = pre, pre_q, method, budget
         self.reduction_cfg, self.run_cfg, self.seed = reduction_cfg, run_cfg, seed
-        layer_types = self.adapter.stack.layer_types
-        self.pattern = "".join(PATTERN.get(t, "*") for t in layer_types)
+        self.pattern = layer_pattern(self.adapter.stack.layer_types)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
 
     @property

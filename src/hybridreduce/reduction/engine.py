@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models.stack import ATTENTION, MAMBA, DecoderStack, SeqState
+from ..scoring.latency import synchronize
 from .schedule import Schedule
 
 
@@ -107,11 +108,6 @@ def prefill(
         return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> PrefillResult:
     length = embeds.shape[1]
     is_vision = torch.zeros(length, dtype=torch.bool, device=embeds.device)
@@ -130,7 +126,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
     n_vision = len(layout.vision_idx)  # changes only at stages: no per-layer count (a device sync on GPU)
     for i in range(len(stack.layers)):
         if i in stages:
-            _sync(hidden.device)  # on GPU, score_s holds this stage's work only (not the layers before it)
+            synchronize(hidden.device)  # on GPU, score_s holds this stage's work only (not the layers before it)
             t0 = time.perf_counter()
             cur_vision = is_vision[state.index]
             vision = torch.nonzero(cur_vision).flatten()
@@ -149,7 +145,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
             stage_keep[i] = state.index[is_vision[state.index]]
             n_vision = len(stage_keep[i])
             ctx = stack.begin(hidden, state)
-            _sync(hidden.device)
+            synchronize(hidden.device)
             score_s += time.perf_counter() - t0
         per_layer.append(n_vision)
         if observer is not None:

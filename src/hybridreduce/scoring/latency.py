@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -24,10 +25,10 @@ def timed(fn: Callable[[], object], device: torch.device, warmup: int = 1, repea
         fn()
     times, result = [], None
     for _ in range(max(1, repeats)):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         result = fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return result, statistics.median(times)
 
