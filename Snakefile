@@ -27,8 +27,9 @@ RESULTS = f"results/{STUDY}"
 VIDEOS = study_samples(config, RESULTS)
 SAMPLES = list(VIDEOS)
 MODEL_PATHS = model_paths(config, RESULTS)
-# (model, pre-LLM method, in-LLM method, budget) of every inference setting
+# (model, pre-LLM method, in-LLM method, budget) of every inference setting, and each setting's result file
 SETTINGS = inference_settings(config)
+INFERENCE_RESULT = f"{RESULTS}/inference/{{model}}/{{pre}}/{{method}}/b{{budget}}.json"
 # (in-LLM method, budget) settings that every inference job (one per model and pre-LLM method) runs
 METHOD_BUDGETS = list(dict.fromkeys((method, budget) for _, _, method, budget in SETTINGS))
 

@@ -7,14 +7,14 @@
 # FLOPs and timings as it goes, so no sample is run twice for one setting.
 if config["inference"]["job_per"] == "setting":
     INFER_JOB = "{model}/{pre}/{method}/b{budget}"
-    INFER_RESULTS = [f"{RESULTS}/inference/{INFER_JOB}.json"]
+    INFER_RESULTS = [INFERENCE_RESULT]
 
     def infer_settings(wildcards):
         return [(wildcards.method, float(wildcards.budget))]
 
 else:
     INFER_JOB = "{model}/{pre}"
-    INFER_RESULTS = [f"{RESULTS}/inference/{{model}}/{{pre}}/{m}/b{b}.json" for m, b in METHOD_BUDGETS]
+    INFER_RESULTS = [INFERENCE_RESULT.format(model="{model}", pre="{pre}", method=m, budget=b) for m, b in METHOD_BUDGETS]
 
     def infer_settings(wildcards):
         return METHOD_BUDGETS

@@ -7,7 +7,7 @@ def result_files(wildcards):
     files = [f"{RESULTS}/dataset/samples/{s}.json" for s in SAMPLES]
     files += [f"{RESULTS}/frames/{s}.json" for s in SAMPLES]
     files += [f"{RESULTS}/redundancy/{m}.json" for m in config["redundancy"]["methods"]]
-    files += [f"{RESULTS}/inference/{m}/{p}/{meth}/b{b}.json" for m, p, meth, b in SETTINGS]
+    files += [INFERENCE_RESULT.format(model=m, pre=p, method=meth, budget=b) for m, p, meth, b in SETTINGS]
     files += [f"{RESULTS}/probing/{m}.json" for m in probed_models()]
     files += [f"{RESULTS}/models/{m}.json" for m in sorted({s[0] for s in SETTINGS}) if not config["models"][m].get("path")]
     files += sorted(glob.glob(os.path.join(workflow.basedir, "benchmarks", "records", "*.json")))
