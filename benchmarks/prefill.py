@@ -32,9 +32,8 @@ import torch
 from common import interleaved, load, machine, row, save, verdict
 from transformers import AutoModelForCausalLM
 
-from hybridreduce.inference import layer_pattern
 from hybridreduce.models.build import text_config
-from hybridreduce.models.stack import stack_for
+from hybridreduce.models.stack import layer_pattern, stack_for
 from hybridreduce.reduction.engine import PromptLayout, prefill
 from hybridreduce.reduction.methods import plan
 from hybridreduce.scoring.flops import prefill_flops
@@ -66,14 +65,23 @@ def build(llm: dict, device: torch.device, dtype: torch.dtype):
     torch.manual_seed(0)
     config = text_config(llm, vocab_size=1024)  # the vocabulary only sizes the LM head, applied to one position
     config.max_position_embeddings = max(config.max_position_embeddings, 1 << 16)
-    return AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+    with device:  # initialised where it runs: an 8B model's random init on the host alone takes minutes
+        return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
 def kernels(device: torch.device) -> str:
+    """Which Mamba-2 scan and convolution transformers' mixer runs: it uses mamba-ssm's and causal-conv1d's
+    functions when they import, its PyTorch reference code otherwise."""
     if device.type != "cuda":
         return "PyTorch reference Mamba-2 scan (no kernels on CPU)"
-    found = [p for p in ("mamba_ssm", "causal_conv1d") if importlib.util.find_spec(p)]
-    return "kernels: " + (", ".join(found) if found else "none installed (PyTorch reference scan)")
+    try:
+        from mamba_ssm import __version__
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # noqa: F401
+        scan = f"mamba-ssm {__version__} Triton chunk scan"
+    except Exception as error:  # noqa: BLE001 - any import failure means the reference scan runs
+        scan = f"PyTorch reference Mamba-2 scan (mamba-ssm not importable: {type(error).__name__}: {error})"
+    conv = "causal-conv1d" if importlib.util.find_spec("causal_conv1d") else "PyTorch conv1d"
+    return f"{scan}, {conv}"
 
 
 def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype: torch.dtype, repeats: int,
@@ -88,7 +96,8 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
     plans = {b: plan("hybrid_progressive", stack.layer_types, b, n_vision, REDUCTION)[0] for b in BUDGETS}
     runs = {"none": lambda: prefill(stack, embeds, layout)}
     runs.update({b: (lambda s=s: prefill(stack, embeds, layout, s)) for b, s in plans.items()})
-    medians, cpu, last = interleaved(runs, repeats, sync=partial(synchronize, device))
+    sync = partial(synchronize, device)
+    medians, cpu, last = interleaved(runs, repeats, sync=sync)
 
     text = PREFIX + QUERY
     flops_none = prefill_flops(stack, [text + n_vision] * len(stack.layers))

@@ -17,20 +17,12 @@ import torch
 
 from .dataset.sample import LETTERS
 from .errors import ConfigError
-from .models import MAMBA, MLP, load_adapter
+from .models import layer_pattern, load_adapter
 from .reduction.engine import prefill
 from .reduction.methods import plan
 from .redundancy import keep_mask
 from .scoring.flops import prefill_flops
 from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
-
-PATTERN = {MAMBA: "M", MLP: "-"}
-
-
-def layer_pattern(layer_types: list[str]) -> str:
-    """Nemotron-H's notation for a layer stack: ``M`` Mamba-2, ``*`` attention, ``-`` MLP."""
-    return "".join(PATTERN.get(t, "*") for t in layer_types)
-
 
 @lru_cache(maxsize=1)
 def _shared_adapter(model_name: str, model_cfg_json: str, device: str):

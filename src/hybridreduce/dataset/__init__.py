@@ -4,8 +4,10 @@ Both produce :class:`Sample` records; :func:`study_samples` lists a study's samp
 manifest is rejected before any job runs).
 """
 
-from .manifest import read_manifest
-from .sample import Sample, study_samples
-from .synthetic import SyntheticSpec, generate_sample
+from ..lazy import lazy_exports
 
-__all__ = ["Sample", "SyntheticSpec", "generate_sample", "read_manifest", "study_samples"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    ".manifest": ["read_manifest"],
+    ".sample": ["Sample", "study_samples"],
+    ".synthetic": ["SyntheticSpec", "generate_sample"],
+})

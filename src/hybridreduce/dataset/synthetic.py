@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..video import write_video
 from .sample import LETTERS, Sample
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (240, 220, 40)}
@@ -198,5 +197,7 @@ def generate_sample(spec: SyntheticSpec, index: int, video_path: str) -> Sample:
     qtype, events = _plan(spec, index, rng)
     # Lossless (crf 0): x264 is not bit-reproducible from run to run (measured on 64x64 videos), but a lossless
     # stream decodes to exactly the frames it was given, so the same seed always gives the same test frames.
+    from ..video import write_video  # PyAV only where a video is written: the vocabulary above is imported alone
+
     write_video(video_path, _frames(spec, events, rng), fps=spec.fps, crf=0)
     return _record(spec, index, video_path, qtype, events)

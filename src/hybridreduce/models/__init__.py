@@ -1,7 +1,8 @@
 """Model adapters (one interface for every VLM) and the layer-wise view of their decoders."""
 
-from .adapter import ADAPTERS, Prompt, VLMAdapter, load_adapter
-from .stack import ATTENTION, MAMBA, MLP, DecoderStack, SeqState, stack_for
+from ..lazy import lazy_exports
 
-__all__ = ["ADAPTERS", "ATTENTION", "MAMBA", "MLP", "DecoderStack", "Prompt", "SeqState", "VLMAdapter",
-           "load_adapter", "stack_for"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    ".adapter": ["ADAPTERS", "Prompt", "VLMAdapter", "load_adapter"],
+    ".stack": ["ATTENTION", "MAMBA", "MLP", "DecoderStack", "SeqState", "layer_pattern", "stack_for"],
+})

@@ -21,6 +21,12 @@ from transformers.masking_utils import create_causal_mask
 
 ATTENTION, MAMBA, MLP = "attention", "mamba", "mlp"
 NEMOTRON_H_TYPES = {"full_attention": ATTENTION, "linear_attention": MAMBA, "mlp": MLP, "moe": MLP}
+PATTERN_SYMBOLS = {ATTENTION: "*", MAMBA: "M", MLP: "-"}
+
+
+def layer_pattern(layer_types: list[str]) -> str:
+    """Nemotron-H's notation for a layer stack: ``M`` Mamba-2, ``*`` attention, ``-`` MLP."""
+    return "".join(PATTERN_SYMBOLS[t] for t in layer_types)
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Results: each job writes its own result file (:mod:`.results`); one collect step loads them all into the
 study's DuckDB file (:mod:`.collect`) with the table definitions in :mod:`.schema`."""
 
-from .collect import collect
-from .results import JobResult, atomic_write, read_result
-from .schema import TABLES
+from ..lazy import lazy_exports
 
-__all__ = ["TABLES", "JobResult", "atomic_write", "collect", "read_result"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    ".collect": ["collect"],
+    ".results": ["JobResult", "atomic_write", "read_result"],
+    ".schema": ["TABLES"],
+})
