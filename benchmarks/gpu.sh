@@ -13,7 +13,8 @@
 #    BUILD_TIMEOUT seconds (default 280), the benchmark runs on the reference scan, and its first line says so.
 #
 # Logs and the benchmark record (benchmarks/records/prefill_gpu.json) are also copied to OUT_DIR (default: logs/gpu).
-# Extra arguments for prefill.py: PREFILL_ARGS="--vision 16384". Needs python3 with torch (CUDA) and pytest.
+# Extra arguments for prefill.py: PREFILL_ARGS="--repeats 5"; LONG_VISION=32768 also runs it (unsaved) at that
+# many vision tokens. Needs python3 with torch (CUDA) and pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=${1:-}
@@ -73,6 +74,10 @@ if [ -n "$build_pid" ]; then
 fi
 stamp "benchmarks/prefill.py"
 # shellcheck disable=SC2086
-timeout 400 python3 benchmarks/prefill.py --save --explain ${PREFILL_ARGS:-} 2>&1 | tee "$OUT_DIR/prefill_gpu.log"
+timeout 300 python3 benchmarks/prefill.py --save --explain ${PREFILL_ARGS:-} 2>&1 | tee "$OUT_DIR/prefill_gpu.log"
 cp benchmarks/records/prefill_gpu.json "$OUT_DIR/" 2>/dev/null
+if [ -n "${LONG_VISION:-}" ]; then  # a longer video too (printed, not saved): how the ratios move with N
+    stamp "benchmarks/prefill.py --vision $LONG_VISION"
+    timeout 300 python3 benchmarks/prefill.py --vision "$LONG_VISION" 2>&1 | tee "$OUT_DIR/prefill_gpu_long.log"
+fi
 stamp "done"

@@ -25,7 +25,6 @@ shortfall comes from).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from functools import partial
 
 import torch
@@ -33,6 +32,7 @@ from common import interleaved, load, machine, row, save, verdict
 from transformers import AutoModelForCausalLM
 
 from hybridreduce.models.build import text_config
+from hybridreduce.models.mamba_kernels import describe
 from hybridreduce.models.stack import layer_pattern, stack_for
 from hybridreduce.reduction.engine import PromptLayout, prefill
 from hybridreduce.reduction.methods import plan
@@ -67,21 +67,6 @@ def build(llm: dict, device: torch.device, dtype: torch.dtype):
     config.max_position_embeddings = max(config.max_position_embeddings, 1 << 16)
     with device:  # initialised where it runs: an 8B model's random init on the host alone takes minutes
         return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
-
-
-def kernels(device: torch.device) -> str:
-    """Which Mamba-2 scan and convolution transformers' mixer runs: it uses mamba-ssm's and causal-conv1d's
-    functions when they import, its PyTorch reference code otherwise."""
-    if device.type != "cuda":
-        return "PyTorch reference Mamba-2 scan (no kernels on CPU)"
-    try:
-        from mamba_ssm import __version__
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # noqa: F401
-        scan = f"mamba-ssm {__version__} Triton chunk scan"
-    except Exception as error:  # noqa: BLE001 - any import failure means the reference scan runs
-        scan = f"PyTorch reference Mamba-2 scan (mamba-ssm not importable: {type(error).__name__}: {error})"
-    conv = "causal-conv1d" if importlib.util.find_spec("causal_conv1d") else "PyTorch conv1d"
-    return f"{scan}, {conv}"
 
 
 def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype: torch.dtype, repeats: int,
@@ -155,7 +140,7 @@ def explain_scaling(stack, tokens_per_layer: list[int], device, hidden: int, dty
     full = lengths[0]
     per_gflop = {t: medians[full, t] / layer_flops(stack, i, full) * 1e9 for t, i in first.items()}
     print(f"  time per GFLOP on the full sequence ({full} tokens): "
-          + ", ".join(f"{t} {ms * 1000:.1f} ms" for t, ms in per_gflop.items()))
+          + ", ".join(f"{t} {ms * 1000:.3g} ms" for t, ms in per_gflop.items()))
     predicted = [per_gflop[stack.layer_types[i]] * layer_flops(stack, i, n) / 1e9
                  for i, n in enumerate(tokens_per_layer)]
     print(f"  cost-weighted limit at b={min(BUDGETS):g}: "
@@ -185,7 +170,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
     device_name = torch.cuda.get_device_name(device) if gpu else "cpu"
-    line = machine(f"{device_name} ({kernels(device)})", args.threads)
+    line = machine(f"{device_name} ({describe(device)})", args.threads)
     print(line)
     rows = []
     for name in args.models:

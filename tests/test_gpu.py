@@ -1,6 +1,6 @@
 """The CUDA path, against the same model on the CPU: the layer-wise prefill, both importance scores and a reduced
 prefill. transformers' Mamba-2 mixer runs mamba-ssm's Triton scan on the GPU when mamba-ssm imports, its PyTorch
-reference scan otherwise; ``test_mamba_ssm_scan_is_the_one_running`` says which one the other tests exercised.
+reference scan otherwise; ``test_mamba_ssm_runs_on_gpu_and_the_reference_on_cpu`` checks which one ran.
 
 Skipped without a CUDA device (CI machines have none). Tolerances: float32 on both sides, but cuDNN convolutions and
 Triton's float32 dot products use TF32 on the GPU (about 1e-3 relative).
@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hybridreduce.models.build import text_config
+from hybridreduce.models.mamba_kernels import implementation
 from hybridreduce.models.stack import ATTENTION, MAMBA, SeqState, stack_for
 from hybridreduce.reduction.engine import PromptLayout, Scorer, prefill
 from hybridreduce.reduction.importance import attention_importance, mamba_importance
@@ -111,13 +112,10 @@ def test_reduced_prefill_on_gpu_follows_the_schedule(pair):
         assert same >= 0.9, (layer, same)
 
 
-def test_mamba_ssm_scan_is_the_one_running():
-    """With mamba-ssm installed, transformers' mixer must take its Triton chunk scan (not silently the reference)."""
+def test_mamba_ssm_runs_on_gpu_and_the_reference_on_cpu():
+    """With mamba-ssm installed, the mixer takes its Triton scan on CUDA tensors (not silently the reference) and
+    transformers' PyTorch scan on CPU tensors (the CPU side of the tests above ran in this same process)."""
     if importlib.util.find_spec("mamba_ssm") is None:
         pytest.skip("mamba-ssm is not installed: the tests above ran transformers' PyTorch reference scan")
-    import inspect
-
-    from transformers.models.nemotron_h import modeling_nemotron_h
-
-    resolved = inspect.getclosurevars(modeling_nemotron_h.mamba2_chunk_scan).nonlocals["implementation"]
-    assert resolved.__module__.startswith("mamba_ssm"), resolved.__module__
+    assert implementation("mamba2_chunk_scan", "cuda").__module__.startswith("mamba_ssm")
+    assert implementation("mamba2_chunk_scan", "cpu").__module__.startswith("transformers")

@@ -10,7 +10,8 @@ For one sample (batch size 1) with ``L`` tokens, ``vision_idx`` holds the positi
 
 Every score is taken over the vision columns only and normalised to sum to 1 over them. All functions work in
 float32 on the layer's input after its pre-norm (what the mixer itself receives), and never build an ``L x L``
-matrix except :func:`mamba_implicit_attention`, which exists to verify the formula.
+matrix except :func:`mamba_implicit_attention`, which exists to verify the formula. (Projections run in the
+model's dtype and are widened to float32, see :func:`_linear_rows`.)
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ def _tokens(hidden: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_rows(layer: nn.Linear, x: torch.Tensor, rows: slice) -> torch.Tensor:
-    """``layer(x)[..., rows]`` in float32, computing only the requested output features."""
-    bias = None if layer.bias is None else layer.bias[rows].float()
-    return F.linear(x, layer.weight[rows].float(), bias)
+    """``layer(x)[..., rows]`` as float32, computing only the requested output features.
+
+    The product runs in the layer's own dtype, as the model's forward computes it (bfloat16 on a GPU, where float32
+    matrix products run several times slower); only its output is widened for the score arithmetic.
+    """
+    weight = layer.weight[rows]
+    bias = None if layer.bias is None else layer.bias[rows]
+    return F.linear(x.to(weight.dtype), weight, bias).float()
 
 
 def _normalise(score: torch.Tensor) -> torch.Tensor:
