@@ -187,3 +187,30 @@ def test_schema_lists_exactly_the_registered_in_llm_methods():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     allowed = schema["properties"]["inference"]["properties"]["methods"]["items"]["enum"]
     assert sorted(allowed) == sorted(REGISTRY)
+
+
+@pytest.mark.parametrize("seq_len", [5, 49, 152])
+def test_cpu_scan_runs_unpadded_chunks_with_the_same_result(seq_len):
+    """On CPU tensors the mixer's chunked scan gets a chunk length that needs no padding (models.mamba_kernels);
+    the chunks only split one exact sum, so the output equals the scan with the configured chunk."""
+    import inspect
+
+    from transformers.models.nemotron_h import modeling_nemotron_h
+
+    from hybridreduce.models.mamba_kernels import unpadded_chunk
+
+    reference = inspect.unwrap(modeling_nemotron_h.mamba2_chunk_scan)
+    g = torch.Generator().manual_seed(seq_len)
+    heads, head_dim, groups, state = 4, 8, 2, 16
+    x = torch.randn(1, seq_len, heads, head_dim, generator=g)
+    dt = torch.rand(1, seq_len, heads, generator=g)
+    A = -torch.rand(heads, generator=g)
+    B, C = (torch.randn(1, seq_len, groups, state, generator=g) for _ in range(2))
+    D = torch.randn(heads, generator=g)
+    chunk = unpadded_chunk(seq_len, 128)
+    assert chunk <= 128 and (-seq_len) % chunk < -(-seq_len // 128)  # fewer padded tokens than chunks
+    configured = reference(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
+    unpadded = reference(x, dt, A, B, C, chunk_size=chunk, D=D, dt_softplus=True)
+    torch.testing.assert_close(unpadded, configured, rtol=1e-4, atol=1e-5)
+    routed = modeling_nemotron_h.mamba2_chunk_scan(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
+    torch.testing.assert_close(routed, unpadded, rtol=0, atol=0)

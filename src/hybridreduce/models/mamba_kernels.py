@@ -5,7 +5,8 @@ the fused training path). Each is chosen once, when transformers is imported: ma
 those packages import, transformers' own PyTorch code otherwise, whatever device the tensors are on later. So on
 a GPU machine with mamba-ssm installed, every Nemotron-H run on the CPU (training the tiny models, the CPU side
 of a comparison) would hand CPU tensors to Triton and fail. :func:`route_by_device` wraps the five so CPU tensors
-go to the PyTorch code and CUDA tensors to the kernels.
+go to the PyTorch code and CUDA tensors to the kernels. On the CPU the chunked scan also gets a chunk length that
+needs no padding (:func:`unpadded_chunk`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ def _on_cpu(args: tuple, kwargs: dict) -> bool:
     return first is not None and first.device.type == "cpu"
 
 
+def unpadded_chunk(seq_len: int, chunk_size: int) -> int:
+    """The chunk length for the reference chunked scan of ``seq_len`` tokens: as many chunks as ``chunk_size``
+    gives, each as short as covers the sequence.
+
+    The reference scan pads the sequence to whole chunks, and its result does not depend on the chunk length
+    (the chunks only split one exact sum). So 49 tokens in chunks of 128 would cost as much as 128 tokens. Every
+    reduced layer hits this, which kept the CPU speedup of reduction below its analytic limit.
+    """
+    chunks = max(1, -(-seq_len // chunk_size))
+    return max(1, -(-seq_len // chunks))
+
+
 def route_by_device() -> None:
     """Make transformers' Nemotron-H Mamba-2 functions send CPU tensors to the PyTorch code (idempotent)."""
     for name in FUNCTIONS:
@@ -44,6 +57,8 @@ def route_by_device() -> None:
                 return _wrapper(*args, **kwargs)
             if not _any:  # as transformers' wrapper does: drop the keywords only the kernels take
                 kwargs = {k: v for k, v in kwargs.items() if k in _accepted}
+            if "chunk_size" in kwargs and args and isinstance(args[0], torch.Tensor):
+                kwargs["chunk_size"] = unpadded_chunk(args[0].shape[1], kwargs["chunk_size"])
             return _reference(*args, **kwargs)
 
         routed.routed_from = wrapper

@@ -19,11 +19,6 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_causal_mask
 
-from .mamba_kernels import route_by_device
-
-# On a GPU machine with mamba-ssm, CPU runs of Nemotron-H must not reach its GPU kernels (see mamba_kernels).
-route_by_device()
-
 ATTENTION, MAMBA, MLP = "attention", "mamba", "mlp"
 NEMOTRON_H_TYPES = {"full_attention": ATTENTION, "linear_attention": MAMBA, "mlp": MLP, "moe": MLP}
 PATTERN_SYMBOLS = {ATTENTION: "*", MAMBA: "M", MLP: "-"}

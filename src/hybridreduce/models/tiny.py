@@ -13,11 +13,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
 
-from .mamba_kernels import route_by_device
-
-# On a GPU machine with mamba-ssm, CPU runs of Nemotron-H must not reach its GPU kernels (see mamba_kernels).
-route_by_device()
-
 
 class TinyVideoVLMConfig(PreTrainedConfig):
     model_type = "hybridreduce_tiny_vlm"
