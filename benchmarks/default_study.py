@@ -53,15 +53,14 @@ def main() -> None:
             SELECT model, 'test', value, NULL FROM scores
             WHERE pre_method = 'none' AND method = 'none' AND task = 'hybridreduce_local' AND metric = 'accuracy'
             ORDER BY model, split DESC""").fetchall()
-    for model, split, acc, elapsed in rows:
-        took = f" (trained in {elapsed:.0f} s)" if elapsed is not None else ""
-        print(f"{model:>20} {split:>4} accuracy {acc:.3f}{took}  (chance 0.25)")
         by_type = con.execute("""
             SELECT model, qtype, avg(score), count(*) FROM sample_scores JOIN samples USING (sample_id)
             WHERE pre_method = 'none' AND method = 'none' AND metric = 'accuracy' GROUP BY ALL ORDER BY ALL""").fetchall()
+    for model, split, acc, elapsed in rows:
+        took = f" (trained in {elapsed:.0f} s)" if elapsed is not None else ""
+        print(f"{model:>20} {split:>4} accuracy {acc:.3f}{took}  (chance 0.25)")
     for model, qtype, acc, n in by_type:
         print(f"{model:>20} test {qtype:>8} accuracy {acc:.3f} ({n} videos)")
-
 
 if __name__ == "__main__":
     main()

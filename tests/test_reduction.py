@@ -191,8 +191,8 @@ def test_schema_lists_exactly_the_registered_in_llm_methods():
 
 @pytest.mark.parametrize("seq_len", [5, 49, 152])
 def test_cpu_scan_runs_unpadded_chunks_with_the_same_result(seq_len):
-    """On CPU tensors the mixer's chunked scan gets a chunk length that needs no padding (models.mamba_kernels);
-    the chunks only split one exact sum, so the output equals the scan with the configured chunk."""
+    """Without gradients, the mixer's chunked scan on CPU tensors gets a chunk length that needs no padding
+    (models.mamba_kernels); the chunks only split one exact sum, so the output equals the configured chunk's."""
     import inspect
 
     from transformers.models.nemotron_h import modeling_nemotron_h
@@ -212,5 +212,9 @@ def test_cpu_scan_runs_unpadded_chunks_with_the_same_result(seq_len):
     configured = reference(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
     unpadded = reference(x, dt, A, B, C, chunk_size=chunk, D=D, dt_softplus=True)
     torch.testing.assert_close(unpadded, configured, rtol=1e-4, atol=1e-5)
-    routed = modeling_nemotron_h.mamba2_chunk_scan(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
+    with torch.no_grad():
+        routed = modeling_nemotron_h.mamba2_chunk_scan(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
     torch.testing.assert_close(routed, unpadded, rtol=0, atol=0)
+    # with gradients (training) the configured chunks run, exactly as transformers would run them
+    training = modeling_nemotron_h.mamba2_chunk_scan(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
+    torch.testing.assert_close(training, configured, rtol=0, atol=0)

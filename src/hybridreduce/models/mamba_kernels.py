@@ -5,8 +5,8 @@ the fused training path). Each is chosen once, when transformers is imported: ma
 those packages import, transformers' own PyTorch code otherwise, whatever device the tensors are on later. So on
 a GPU machine with mamba-ssm installed, every Nemotron-H run on the CPU (training the tiny models, the CPU side
 of a comparison) would hand CPU tensors to Triton and fail. :func:`route_by_device` wraps the five so CPU tensors
-go to the PyTorch code and CUDA tensors to the kernels. On the CPU the chunked scan also gets a chunk length that
-needs no padding (:func:`unpadded_chunk`).
+go to the PyTorch code and CUDA tensors to the kernels. Without gradients, the CPU chunked scan also gets a chunk
+length that needs no padding (:func:`unpadded_chunk`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def route_by_device() -> None:
                 return _wrapper(*args, **kwargs)
             if not _any:  # as transformers' wrapper does: drop the keywords only the kernels take
                 kwargs = {k: v for k, v in kwargs.items() if k in _accepted}
-            if "chunk_size" in kwargs and args and isinstance(args[0], torch.Tensor):
+            # Inference only: training keeps transformers' own chunks, so a seeded model trains exactly as it would
+            # without this package (a different rounding sent the tiny hybrid down another path: measured).
+            if "chunk_size" in kwargs and not torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
                 kwargs["chunk_size"] = unpadded_chunk(args[0].shape[1], kwargs["chunk_size"])
             return _reference(*args, **kwargs)
 
