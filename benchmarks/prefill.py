@@ -114,6 +114,7 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
     return rows
 
 
+@torch.no_grad()  # as the engine's prefill runs (the CPU Mamba-2 scan then takes unpadded chunks)
 def explain_scaling(stack, tokens_per_layer: list[int], device, hidden: int, dtype, sync) -> None:
     """Why a measured speedup differs from the FLOPs ratio, for the schedule with ``tokens_per_layer``.
 
