@@ -96,3 +96,27 @@ def test_failed_lmms_eval_run_raises_with_its_error(local_study, tmp_path):
     with pytest.raises(LmmsEvalError, match="no_such_task"):
         run_lmms_eval_cli(["no_such_task"], {"model": root / "model"}, str(tmp_path / "out"),
                           include_path=str(root / "task"))
+
+
+def test_decoded_frames_are_kept_per_process_and_redecoded_when_the_file_changes(tmp_path):
+    """The plugin decodes each video once per process (a job answers the same videos in every setting); the
+    frames equal a fresh decode, and a rewritten file is decoded again."""
+    import os
+
+    import numpy as np
+    from conftest import ramp_frames
+
+    from hybridreduce.scoring.lmms_model import decoded_frames
+    from hybridreduce.video import FrameSampling, decode_frames, write_video
+
+    path = str(tmp_path / "v.mp4")
+    write_video(path, ramp_frames(12), fps=4)
+    sampling = FrameSampling.from_config({"sampling": "uniform", "num_frames": 4, "size": [32, 32]})
+    first = decoded_frames(path, sampling)
+    assert np.array_equal(first, decode_frames(path, sampling).frames)
+    assert decoded_frames(path, sampling) is first  # kept, not decoded again
+    write_video(path, ramp_frames(12, step=16), fps=4)
+    os.utime(path, ns=(1, 1))  # a new modification time even on a coarse clock
+    again = decoded_frames(path, sampling)
+    assert again is not first and np.array_equal(again, decode_frames(path, sampling).frames)
+    assert not np.array_equal(again, first)

@@ -43,6 +43,11 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
         ("tiny_transformer", "hybrid_progressive", 0.5, 4, True), ("tiny_transformer", "none", 1.0, 4, True)]
     assert rows(db, "SELECT DISTINCT layer_pattern FROM inference ORDER BY 1") == [("****",), ("M*M-M*",)]
     assert rows(db, "SELECT count(*) FROM latency WHERE prefill_s > 0 AND speedup > 0") == [(16,)]
+    # one infer job per model runs every setting (inference.job_per: model): the unreduced baseline is timed once
+    # per sample, by the method 'none', and every setting of that job compares against that same time
+    assert rows(db, "SELECT count(*) FROM (SELECT model, pre_method, sample_id FROM latency GROUP BY ALL "
+                    "HAVING count(DISTINCT prefill_none_s) > 1)") == [(0,)]
+    assert rows(db, "SELECT bool_and(prefill_none_s = prefill_s) FROM latency WHERE method = 'none'") == [(True,)]
     # accuracy comes from one lmms-eval run per setting: its aggregate equals the mean of its per-sample log,
     # and every per-sample score is the recorded answer checked against the sample's gold letter
     assert rows(db, "SELECT task, metric, count(*), sum(num_samples) FROM scores GROUP BY ALL") == [

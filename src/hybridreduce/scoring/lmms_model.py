@@ -67,7 +67,10 @@ def decoded_frames(path: str, sampling) -> np.ndarray:
     """
     from ..video import decode_frames
 
-    stat = os.stat(path)
+    try:
+        stat = os.stat(path)
+    except OSError:  # missing or unreachable: the decoder reports it as a video failure, as it does uncached
+        return decode_frames(path, sampling).frames
     key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size, sampling)
     if key in _frame_cache:
         _frame_cache.move_to_end(key)
