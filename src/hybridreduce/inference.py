@@ -85,11 +85,13 @@ class SettingRunner:
         # The baseline is timed in this process too, so a speedup compares runs on one machine. The settings of a
         # job share it: timed once per (model, pre-LLM input, sample), by the first setting that needs it.
         baseline = (self.model_name, str(device), self.pre, self.pre_q, sample_id, n_in, warmup, repeats)
-        if not schedule.stage_layers:
+        if not schedule.stage_layers:  # this run is the baseline
+            none_s = prefill_s
             _baseline_s.setdefault(baseline, prefill_s)
-        if baseline not in _baseline_s:
-            _baseline_s[baseline] = timed(run, device, warmup, repeats)[1]
-        none_s = prefill_s if not schedule.stage_layers else _baseline_s[baseline]
+        else:
+            if baseline not in _baseline_s:
+                _baseline_s[baseline] = timed(run, device, warmup, repeats)[1]
+            none_s = _baseline_s[baseline]
         option_ids = adapter.option_token_ids(len(options))
         predicted = LETTERS[int(torch.argmax(result.logits[option_ids]))]
         n_text = prompt.embeds.shape[1] - n_in
