@@ -28,7 +28,7 @@ import argparse
 from functools import partial
 
 import torch
-from common import interleaved, load, machine, row, save, verdict
+from common import interleaved, load, machine, retain_freed_memory, row, save, verdict
 from transformers import AutoModelForCausalLM
 
 from hybridreduce.models.build import text_config
@@ -47,8 +47,8 @@ SHAPES = {
              num_key_value_heads=8, intermediate_size=21504, ssm_state_size=128, mamba_num_heads=128,
              mamba_head_dim=64, n_groups=8, chunk_size=128),
         dict(family="nemotron_h", pattern=NEMOTRON_H_8B_PATTERN, hidden_size=128, num_attention_heads=2,
-             num_key_value_heads=1, intermediate_size=672, ssm_state_size=64, mamba_num_heads=4,
-             mamba_head_dim=64, n_groups=2, chunk_size=128)),
+             num_key_value_heads=1, intermediate_size=672, ssm_state_size=32, mamba_num_heads=4,
+             mamba_head_dim=64, n_groups=1, chunk_size=128)),
     "qwen2_7b_class": (  # Qwen2.5-7B's text decoder
         dict(family="qwen2", num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
              intermediate_size=18944),
@@ -165,13 +165,16 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true",
                         help="also time one layer of each type at every token count the schedules reach")
     parser.add_argument("--save", action="store_true", help="write benchmarks/records/prefill_<device>.json")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's adaptive malloc thresholds as they are (see common.retain_freed_memory)")
     args = parser.parse_args()
+    allocator = "system malloc (adaptive thresholds)" if args.system_malloc else retain_freed_memory()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
     device_name = torch.cuda.get_device_name(device) if gpu else "cpu"
-    line = machine(f"{device_name} ({describe(device)})", args.threads)
+    line = machine(f"{device_name} ({describe(device)})", args.threads, allocator)
     print(line)
     rows = []
     for name in args.models:

@@ -114,8 +114,10 @@ def test_reduced_prefill_on_gpu_follows_the_schedule(pair):
 
 def test_mamba_ssm_runs_on_gpu_and_the_reference_on_cpu():
     """With mamba-ssm installed, the mixer takes its Triton scan on CUDA tensors (not silently the reference) and
-    transformers' PyTorch scan on CPU tensors (the CPU side of the tests above ran in this same process)."""
+    our CPU scan on CPU tensors (the CPU side of the tests above ran in this same process), transformers' PyTorch scan
+    on CPU tensors with gradients."""
     if importlib.util.find_spec("mamba_ssm") is None:
         pytest.skip("mamba-ssm is not installed: the tests above ran transformers' PyTorch reference scan")
     assert implementation("mamba2_chunk_scan", "cuda").__module__.startswith("mamba_ssm")
-    assert implementation("mamba2_chunk_scan", "cpu").__module__.startswith("transformers")
+    assert implementation("mamba2_chunk_scan", "cpu").__module__ == "hybridreduce.models.mamba_cpu"
+    assert implementation("mamba2_chunk_scan", "cpu", training=True).__module__.startswith("transformers")

@@ -7,11 +7,11 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from transformers import NemotronHConfig, NemotronHForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, NemotronHConfig, NemotronHForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from hybridreduce.errors import ConfigError
 from hybridreduce.models import load_adapter, stack_for
-from hybridreduce.models.build import build_tiny_model
+from hybridreduce.models.build import build_tiny_model, text_config
 from hybridreduce.reduction.engine import PromptLayout, Scorer, greedy_generate, prefill
 from hybridreduce.reduction.importance import attention_importance, mamba_importance
 from hybridreduce.reduction.methods import REGISTRY, plan
@@ -189,32 +189,60 @@ def test_schema_lists_exactly_the_registered_in_llm_methods():
     assert sorted(allowed) == sorted(REGISTRY)
 
 
-@pytest.mark.parametrize("seq_len", [5, 49, 152])
-def test_cpu_scan_runs_unpadded_chunks_with_the_same_result(seq_len):
-    """Without gradients, the mixer's chunked scan on CPU tensors gets a chunk length that needs no padding
-    (models.mamba_kernels); the chunks only split one exact sum, so the output equals the configured chunk's."""
+@pytest.mark.parametrize("seq_len", [1, 5, 49, 152, 300])
+def test_cpu_inference_scan_and_conv_equal_transformers_reference(seq_len):
+    """Without gradients, the mixer's conv and chunked scan on CPU tensors are models.mamba_cpu's
+    (models.mamba_kernels): the same outputs and final state as transformers' reference, from a given initial
+    state, for one chunk, several, and a partial last one. With gradients (training) transformers' own functions
+    run, bit for bit."""
     import inspect
 
     from transformers.models.nemotron_h import modeling_nemotron_h
 
-    from hybridreduce.models.mamba_kernels import unpadded_chunk
+    from hybridreduce.models import mamba_cpu
+    from hybridreduce.models.mamba_kernels import implementation
 
-    reference = inspect.unwrap(modeling_nemotron_h.mamba2_chunk_scan)
     g = torch.Generator().manual_seed(seq_len)
-    heads, head_dim, groups, state = 4, 8, 2, 16
-    x = torch.randn(1, seq_len, heads, head_dim, generator=g)
-    dt = torch.rand(1, seq_len, heads, generator=g)
-    A = -torch.rand(heads, generator=g)
-    B, C = (torch.randn(1, seq_len, groups, state, generator=g) for _ in range(2))
-    D = torch.randn(heads, generator=g)
-    chunk = unpadded_chunk(seq_len, 128)
-    assert chunk <= 128 and (-seq_len) % chunk < -(-seq_len // 128)  # fewer padded tokens than chunks
-    configured = reference(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
-    unpadded = reference(x, dt, A, B, C, chunk_size=chunk, D=D, dt_softplus=True)
-    torch.testing.assert_close(unpadded, configured, rtol=1e-4, atol=1e-5)
+    heads, head_dim, groups, state = 6, 8, 3, 16
+    x = torch.randn(2, seq_len, heads, head_dim, generator=g)
+    dt = torch.randn(2, seq_len, heads, generator=g)
+    A = -4 * torch.rand(heads, generator=g)
+    B, C = (torch.randn(2, seq_len, groups, state, generator=g) for _ in range(2))
+    kwargs = dict(chunk_size=128, D=torch.randn(heads, generator=g), dt_bias=torch.randn(heads, generator=g),
+                  dt_softplus=True, dt_limit=(0.0, float("inf")), return_final_states=True,
+                  initial_states=torch.randn(2, heads, head_dim, state, generator=g))
+    channels = torch.randn(2, seq_len, 40, generator=g).transpose(1, 2)  # the mixer's transposed view
+    conv_weight, conv_bias = torch.randn(40, 4, generator=g), torch.randn(40, generator=g)
+
+    for name, ours, args, kw in (
+        ("mamba2_chunk_scan", mamba_cpu.chunk_scan, (x, dt, A, B, C), kwargs),
+        ("causal_conv1d_fn", mamba_cpu.causal_conv1d_fn, (channels, conv_weight, conv_bias), {"activation": "silu"}),
+    ):
+        function = getattr(modeling_nemotron_h, name)
+        reference = inspect.unwrap(function)
+        expected = reference(*args, **kw)
+        with torch.no_grad():
+            routed = function(*args, **kw)
+        assert implementation(name, "cpu") is ours
+        for got, want in zip(*(r if isinstance(r, tuple) else (r,) for r in (routed, expected)), strict=True):
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        # with gradients (training) transformers' reference runs, exactly as transformers would run it
+        training = function(*args, **kw)
+        assert implementation(name, "cpu", training=True) is reference
+        for got, want in zip(*(r if isinstance(r, tuple) else (r,) for r in (training, expected)), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_nemotron_h_forward_on_cpu_equals_the_reference_path():
+    """A whole Nemotron-H forward without gradients (models.mamba_cpu's conv and scan) against the same forward
+    with gradients (transformers' PyTorch code): the logits agree."""
+    torch.manual_seed(0)
+    llm = {"family": "nemotron_h", "pattern": "M*M-M-", "hidden_size": 64, "num_attention_heads": 2,
+           "ssm_state_size": 16, "mamba_num_heads": 4, "mamba_head_dim": 16, "n_groups": 2, "chunk_size": 32}
+    model = AutoModelForCausalLM.from_config(text_config(llm, vocab_size=64)).eval()
+    ids = torch.randint(0, 64, (1, 150), generator=torch.Generator().manual_seed(1))
+    reference = model(ids).logits
     with torch.no_grad():
-        routed = modeling_nemotron_h.mamba2_chunk_scan(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
-    torch.testing.assert_close(routed, unpadded, rtol=0, atol=0)
-    # with gradients (training) the configured chunks run, exactly as transformers would run them
-    training = modeling_nemotron_h.mamba2_chunk_scan(x, dt, A, B, C, chunk_size=128, D=D, dt_softplus=True)
-    torch.testing.assert_close(training, configured, rtol=0, atol=0)
+        ours = model(ids).logits
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)

@@ -5,8 +5,10 @@ the fused training path). Each is chosen once, when transformers is imported: ma
 those packages import, transformers' own PyTorch code otherwise, whatever device the tensors are on later. So on
 a GPU machine with mamba-ssm installed, every Nemotron-H run on the CPU (training the tiny models, the CPU side
 of a comparison) would hand CPU tensors to Triton and fail. :func:`route_by_device` wraps the five so CPU tensors
-go to the PyTorch code and CUDA tensors to the kernels. Without gradients, the CPU chunked scan also gets a chunk
-length that needs no padding (:func:`unpadded_chunk`).
+go to the PyTorch code and CUDA tensors to the kernels. Without gradients (inference), CPU tensors go to
+:mod:`.mamba_cpu` for the conv and the chunked scan: the same sums as transformers' reference, several times
+faster on a CPU. With gradients (training) transformers' own code runs, so a seeded model trains exactly as it
+would without this package.
 """
 
 from __future__ import annotations
@@ -18,25 +20,16 @@ from collections.abc import Callable
 import torch
 from transformers.models.nemotron_h import modeling_nemotron_h
 
+from . import mamba_cpu
+
 FUNCTIONS = ("causal_conv1d_fn", "causal_conv1d_update", "mamba2_chunk_scan", "mamba2_selective_state_update",
              "mamba2_split_conv1d_scan_combined")
+CPU_INFERENCE = {"causal_conv1d_fn": mamba_cpu.causal_conv1d_fn, "mamba2_chunk_scan": mamba_cpu.chunk_scan}
 
 
 def _on_cpu(args: tuple, kwargs: dict) -> bool:
     first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
     return first is not None and first.device.type == "cpu"
-
-
-def unpadded_chunk(seq_len: int, chunk_size: int) -> int:
-    """The chunk length for the reference chunked scan of ``seq_len`` tokens: as many chunks as ``chunk_size``
-    gives, each as short as covers the sequence.
-
-    The reference scan pads the sequence to whole chunks, and its result does not depend on the chunk length
-    (the chunks only split one exact sum). So 49 tokens in chunks of 128 would cost as much as 128 tokens. Every
-    reduced layer hits this, which kept the CPU speedup of reduction below its analytic limit.
-    """
-    chunks = max(1, -(-seq_len // chunk_size))
-    return max(1, -(-seq_len // chunks))
 
 
 def route_by_device() -> None:
@@ -52,35 +45,40 @@ def route_by_device() -> None:
         takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
 
         @functools.wraps(reference)
-        def routed(*args, _wrapper=wrapper, _reference=reference, _accepted=accepted, _any=takes_any, **kwargs):
+        def routed(*args, _name=name, _wrapper=wrapper, _reference=reference, _accepted=accepted, _any=takes_any,
+                   **kwargs):
             if not _on_cpu(args, kwargs):
                 return _wrapper(*args, **kwargs)
+            # Training keeps transformers' own code: a different rounding sent the tiny hybrid's training down
+            # another path (measured), so a seeded model must train exactly as it would without this package.
+            if not torch.is_grad_enabled() and _name in CPU_INFERENCE:
+                return CPU_INFERENCE[_name](*args, **kwargs)
             if not _any:  # as transformers' wrapper does: drop the keywords only the kernels take
                 kwargs = {k: v for k, v in kwargs.items() if k in _accepted}
-            # Inference only: training keeps transformers' own chunks, so a seeded model trains exactly as it would
-            # without this package (a different rounding sent the tiny hybrid down another path: measured).
-            if "chunk_size" in kwargs and not torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
-                kwargs["chunk_size"] = unpadded_chunk(args[0].shape[1], kwargs["chunk_size"])
             return _reference(*args, **kwargs)
 
         routed.routed_from = wrapper
         setattr(modeling_nemotron_h, name, routed)
 
 
-def implementation(name: str, device: torch.device | str) -> Callable:
-    """The function the Nemotron-H mixer runs as ``name`` (one of :data:`FUNCTIONS`) on tensors of ``device``."""
+def implementation(name: str, device: torch.device | str, training: bool = False) -> Callable:
+    """The function the Nemotron-H mixer runs as ``name`` (one of :data:`FUNCTIONS`) on tensors of ``device``,
+    without gradients or (``training``) with them."""
     current = getattr(modeling_nemotron_h, name)
     wrapper = getattr(current, "routed_from", current)
     if torch.device(device).type == "cpu" and wrapper is not current:
-        return inspect.unwrap(wrapper)
+        return inspect.unwrap(wrapper) if training else CPU_INFERENCE.get(name, inspect.unwrap(wrapper))
     return inspect.getclosurevars(wrapper).nonlocals.get("implementation", wrapper)  # what transformers chose
 
 
 def describe(device: torch.device | str) -> str:
-    """One line naming the Mamba-2 scan and convolution that run on ``device``, e.g. for a benchmark's header."""
+    """One line naming the Mamba-2 scan and convolution that run on ``device`` without gradients, e.g. for a
+    benchmark's header."""
     parts = []
     for what, name in (("scan", "mamba2_chunk_scan"), ("conv", "causal_conv1d_fn")):
         fn = implementation(name, device)
-        module = fn.__module__.split(".")[0]
-        parts.append(f"{what}: {'transformers PyTorch reference' if module == 'transformers' else module}")
+        module = fn.__module__
+        label = {"transformers": "transformers PyTorch reference", "hybridreduce": module}.get(
+            module.split(".")[0], module.split(".")[0])
+        parts.append(f"{what}: {label}")
     return ", ".join(parts)

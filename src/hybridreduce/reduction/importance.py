@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, rotate_half
 
+from ..models.mamba_cpu import causal_conv
+
 __all__ = ["attention_importance", "mamba_implicit_attention", "mamba_importance"]
 
 
@@ -139,27 +141,25 @@ def _conv_channels(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: tor
     """The mixer's causal depthwise conv + activation on the ``channels`` of its ``xBC`` projection (float32).
 
     Only those rows of ``in_proj`` are computed (the conv is depthwise, so channels are independent). With
-    ``rows`` only those tokens are computed, each from its own ``kernel`` input tokens; otherwise every token.
-    The conv is written out as ``kernel`` shifted multiply-adds in the ``(tokens, channels)`` layout: the same sum
-    as the mixer's conv1d, without its transposes or the (slow on CPU) depthwise convolution call.
+    ``rows`` only those tokens are computed, each from its own ``kernel`` input tokens; otherwise every token, by
+    :func:`~hybridreduce.models.mamba_cpu.causal_conv` (the same sum as the mixer's conv1d, in the tokens-first
+    layout the projection comes in).
 
     Returns:
         `torch.Tensor` of shape `(len(rows) or L, channels)`.
     """
     inter, kernel = mixer.intermediate_size, mixer.conv_kernel_size
     proj = slice(inter + channels.start, inter + channels.stop)  # in_proj rows: [gate (inter) | xBC | dt]
-    weight = mixer.conv1d.weight[channels, 0].float().T  # (kernel, channels): tap j reads token t - (kernel-1) + j
+    weight = mixer.conv1d.weight[channels, 0].float()  # (channels, kernel): tap j reads token t - (kernel-1) + j
+    bias = None if mixer.conv1d.bias is None else mixer.conv1d.bias[channels].float()
     if rows is None:
-        pre = _linear_rows(mixer.in_proj, h, proj)  # (L, channels)
-        out = pre * weight[-1]  # the tap on the token itself; then each earlier tap, shifted (zeros before token 0)
-        for shift in range(1, kernel):
-            out[shift:].addcmul_(pre[:-shift], weight[-1 - shift])
+        out = causal_conv(_linear_rows(mixer.in_proj, h, proj), weight, bias)  # (L, channels)
     else:
         taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
         pre = _linear_rows(mixer.in_proj, h[taps.clamp(min=0)], proj) * (taps >= 0)[..., None]  # zero padding
-        out = (pre * weight).sum(dim=1)  # (R, channels)
-    if mixer.conv1d.bias is not None:
-        out += mixer.conv1d.bias[channels].float()
+        out = (pre * weight.T).sum(dim=1)  # (R, channels)
+        if bias is not None:
+            out += bias
     return mixer.act(out)
 
 
@@ -254,20 +254,22 @@ def mamba_importance(
     x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=use_x_norm, c_rows=query_idx)
     group = _group_of_head(mixer).to(h.device)
 
-    # |C_t . B_s| per group for the query rows and every column (no gather of B), causal: (n_groups, Q, L).
-    cb = torch.einsum("qgn,lgn->gql", C, B).abs()
-    cb *= torch.arange(h.shape[0], device=h.device)[None, :] <= query_idx[:, None]
+    # |C_t . B_s| per group for every column and the query rows (no gather of B): (n_groups, L, Q). B is read in
+    # place (a strided view of the conv output), the query rows are the short side.
+    cb = torch.bmm(B.transpose(0, 1), C.permute(1, 2, 0)).abs_()
+    first = int(query_idx.min())  # causal: only columns at or after the first query token can lie after a row
+    cb[:, first:] *= torch.arange(first, h.shape[0], device=h.device)[:, None] <= query_idx[None, :]
     weight = dt[vision_idx].T  # (heads, V): dt_s of each head
     if use_x_norm:
         weight = weight * x[vision_idx].norm(dim=-1).T
 
     if decay:
         # Decay depends on the head, so form the (heads, Q, V) rows of |alpha| (dt > 0, exp > 0: only C.B has a sign).
-        per_head = cb[:, :, vision_idx][group] * weight[:, None, :] * _decay(A, dt, query_idx, vision_idx)
+        per_head = cb[:, vision_idx].transpose(1, 2)[group] * weight[:, None, :] * _decay(A, dt, query_idx, vision_idx)
         score = per_head.mean(dim=(0, 1))
     else:
         # Without decay the mean over t factorises per group: mean_t |C_t . B_s| is shared by the group's heads.
-        score = (cb.mean(dim=1)[:, vision_idx][group] * weight).mean(dim=0)
+        score = (cb.mean(dim=2)[:, vision_idx][group] * weight).mean(dim=0)
     return _normalise(score)
 
 
