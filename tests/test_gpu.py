@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 from hybridreduce.models.build import text_config
 from hybridreduce.models.mamba_kernels import implementation
 from hybridreduce.models.stack import ATTENTION, MAMBA, SeqState, stack_for
-from hybridreduce.reduction.engine import PromptLayout, Scorer, prefill
+from hybridreduce.reduction.engine import PromptLayout, prefill
 from hybridreduce.reduction.importance import attention_importance, mamba_importance
 from hybridreduce.reduction.methods import plan
 

@@ -246,3 +246,22 @@ def test_nemotron_h_forward_on_cpu_equals_the_reference_path():
     with torch.no_grad():
         ours = model(ids).logits
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_top_k_mask_selects_what_a_stable_descending_sort_selects():
+    """The engine's top-k keeps exactly the set the stable sort would (ties towards the lower index), with ties at
+    the boundary, NaN and inf scores, k = 0 and k >= n."""
+    from hybridreduce.reduction.engine import top_k_mask
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(600):
+        n = int(torch.randint(1, 60, (1,), generator=g))
+        scores = torch.randint(0, 5, (n,), generator=g).float() if trial % 2 else torch.rand(n, generator=g)
+        if trial % 7 == 0 and n > 2:
+            scores[1] = float("nan")
+        if trial % 11 == 0:
+            scores[0] = float("inf")
+        k = int(torch.randint(0, n + 2, (1,), generator=g))
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[torch.argsort(scores, descending=True, stable=True)[:k]] = True
+        assert torch.equal(top_k_mask(scores, k), expected), (scores, k)
