@@ -41,20 +41,33 @@ from hybridreduce.scoring.latency import synchronize
 
 NEMOTRON_H_8B_PATTERN = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"  # nvidia/Nemotron-H-8B-Base-8K
 # (name, real widths for a GPU, scaled widths for a CPU); every other field comes from text_config's defaults.
+# The CPU widths keep the real model's proportions to its hidden size where the head size allows: MLP 5.25x,
+# attention and Mamba-2 inner width 1x and 2x, Mamba-2 heads of 64 (hidden / 32 of them), B and C channels
+# (n_groups x ssm_state_size) hidden / 4, so the in_proj is 4.53x hidden wide as in Nemotron-H-8B. Only the scan's
+# state stays relatively larger (32 per group at hidden 128 against 128 at 4096). An earlier CPU shape (2 groups of
+# 64: B/C channels = hidden) gave the Mamba-2 scan and the importance score's B projection 4x the real share of a
+# layer; it stays runnable as `--models nemotron_h_8b_pattern_wide_ssm` (RESULTS.md has runs of both).
+NEMOTRON_H_8B = dict(family="nemotron_h", pattern=NEMOTRON_H_8B_PATTERN, hidden_size=4096, num_attention_heads=32,
+                     num_key_value_heads=8, intermediate_size=21504, ssm_state_size=128, mamba_num_heads=128,
+                     mamba_head_dim=64, n_groups=8, chunk_size=128)
 SHAPES = {
     "nemotron_h_8b_pattern": (
-        dict(family="nemotron_h", pattern=NEMOTRON_H_8B_PATTERN, hidden_size=4096, num_attention_heads=32,
-             num_key_value_heads=8, intermediate_size=21504, ssm_state_size=128, mamba_num_heads=128,
-             mamba_head_dim=64, n_groups=8, chunk_size=128),
+        NEMOTRON_H_8B,
         dict(family="nemotron_h", pattern=NEMOTRON_H_8B_PATTERN, hidden_size=128, num_attention_heads=2,
              num_key_value_heads=1, intermediate_size=672, ssm_state_size=32, mamba_num_heads=4,
              mamba_head_dim=64, n_groups=1, chunk_size=128)),
+    "nemotron_h_8b_pattern_wide_ssm": (  # the CPU shape before: B/C channels = hidden (not run by default)
+        NEMOTRON_H_8B,
+        dict(family="nemotron_h", pattern=NEMOTRON_H_8B_PATTERN, hidden_size=128, num_attention_heads=2,
+             num_key_value_heads=1, intermediate_size=672, ssm_state_size=64, mamba_num_heads=4,
+             mamba_head_dim=64, n_groups=2, chunk_size=128)),
     "qwen2_7b_class": (  # Qwen2.5-7B's text decoder
         dict(family="qwen2", num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
              intermediate_size=18944),
         dict(family="qwen2", num_layers=24, hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
              intermediate_size=704)),
 }
+DEFAULT_MODELS = ["nemotron_h_8b_pattern", "qwen2_7b_class"]
 BUDGETS = (0.5, 0.25, 0.1)
 REDUCTION = {"first_layer": 2, "num_stages": 4}  # config/paper.yaml
 PREFIX, QUERY = 16, 32
@@ -114,7 +127,7 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
     return rows
 
 
-@torch.no_grad()  # as the engine's prefill runs (the CPU Mamba-2 scan then takes unpadded chunks)
+@torch.no_grad()  # as the engine's prefill runs (on a CPU the Mamba-2 layers then run models/mamba_cpu)
 def explain_scaling(stack, tokens_per_layer: list[int], device, hidden: int, dtype, sync) -> None:
     """Why a measured speedup differs from the FLOPs ratio, for the schedule with ``tokens_per_layer``.
 
@@ -159,7 +172,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
-    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(SHAPES))
     parser.add_argument("--widths", choices=("auto", "real", "small"), default="auto",
                         help="auto: the real widths on a GPU, the scaled-down ones on CPU")
     parser.add_argument("--explain", action="store_true",

@@ -6,8 +6,8 @@ measured reduction speedup stayed well below its analytic limit because of them 
 --explain``: a Mamba-2 layer cost 5x an MLP layer's time per FLOP):
 
 * the conv is a depthwise ``conv1d`` on a transposed ``(b, channels, L)`` view, which oneDNN runs at a fraction
-  of memory speed (17 ms for 320 channels x 8240 tokens, against 2-7 ms for :func:`causal_conv`'s
-  ``kernel`` shifted multiply-adds in the tokens-first layout);
+  of memory speed (14-17 ms for 320 channels x 8240 tokens, against 4.5 ms for :func:`causal_conv`'s
+  ``kernel`` shifted multiply-adds over dense tokens-first operands);
 * the reference scan copies its largest tensors several times per call (``(b, c, l, s, h)`` einsums, ``B`` and
   ``C`` repeated per head, a cumulative sum over a masked ``(l, l)`` copy for every segment sum).
 
@@ -36,8 +36,9 @@ from transformers.activations import ACT2FN
 __all__ = ["causal_conv", "causal_conv1d_fn", "chunk_scan"]
 
 # The longest chunk on a CPU, whatever the model's configured chunk_size: the within-chunk work grows with it, the
-# sequential loop over chunks shrinks. One Mamba-2 scan of 8240 tokens (4 heads of 64, state 64, 1 thread) took
-# 42 / 36 / 39 / 47 / 55 ms at chunks of 32 / 48 / 64 / 96 / 128, transformers' reference 110-165 ms.
+# sequential loop over chunks shrinks. One scan of 8240 tokens (4 heads of 64, 1 thread) took 20 / 22 / 23 / 26 /
+# 33 ms at chunks of 32 / 48 / 64 / 96 / 128 with 1 group of state 32, and 32 / 32 / 34 / 42 / 51 ms with 2 groups
+# of 64 (transformers' reference: 110-165 ms). 64 keeps a reduced layer's 49 tokens in one chunk (fewest calls).
 LONGEST_CHUNK = 64
 
 
@@ -126,6 +127,33 @@ def chunk_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B
     decay = (a_cum[..., :, None] - a_cum[..., None, :]).clamp_max_(0).exp_().mul_(scores[:, :, None])
     y = decay @ xdt  # (b, g, hpg, c, q, p)
 
+    # Steps 2-4 carry state between chunks. One chunk from a zero state (a reduced layer's short sequence) needs
+    # none of them unless the final state is asked for: 49 tokens take 0.14 ms instead of 0.23 ms.
+    final = None
+    if chunks > 1 or initial_states is not None or return_final_states:
+        final = _carry_state(y, xdt, a_cum, Bc, Cc, initial_states)
+
+    tokens_first = y.permute(0, 3, 4, 1, 2, 5).reshape(b, chunks * q, h, p)[:, :length]  # a view
+    out = x.new_empty(b, length, h, p)  # contiguous, as callers .view() it
+    if D is not None:
+        torch.addcmul(tokens_first, x, D.float()[:, None], out=out)
+    else:
+        out.copy_(tokens_first)
+    if return_final_states:
+        return out, final.transpose(-1, -2).reshape(b, h, p, n)
+    return out
+
+
+def _carry_state(y: torch.Tensor, xdt: torch.Tensor, a_cum: torch.Tensor, Bc: torch.Tensor, Cc: torch.Tensor,
+                 initial_states: torch.Tensor | None) -> torch.Tensor:
+    """Steps 2-4 of :func:`chunk_scan`: add to ``y`` ``(b, g, hpg, c, q, p)`` what each chunk reads from the state
+    entering it, in place, and return the state after the last chunk, ``(b, g, hpg, n, p)``.
+
+    ``xdt`` is ``(b, g, hpg, c, q, p)``, ``a_cum`` ``(b, g, hpg, c, q)`` (consumed), ``Bc`` and ``Cc``
+    ``(b, g, c, q, n)``, ``initial_states`` ``(b, h, p, n)`` or None (zeros).
+    """
+    b, g, hpg, chunks, q, p = y.shape
+    n = Bc.shape[-1]
     # 2. Each chunk's own state: sum_j exp(a_cum_end - a_cum_j) B_j^T xdt_j.  (b, g, hpg, c, n, p)
     to_end = (a_cum[..., -1:] - a_cum).exp_()
     chunk_states = (Bc.transpose(-1, -2)[:, :, None] * to_end[..., None, :]) @ xdt
@@ -144,14 +172,6 @@ def chunk_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B
     # 4. Read the entering state out: y_i += exp(a_cum_i) C_i state.
     c_from_start = Cc[:, :, None] * a_cum.exp_()[..., None]  # (b, g, hpg, c, q, n)
     y.view(-1, q, p).baddbmm_(c_from_start.reshape(-1, q, n), entering.view(-1, n, p))
+    return torch.addcmul(chunk_states[:, :, :, -1], entering[:, :, :, -1], chunk_decay[:, :, :, -1])
 
-    tokens_first = y.permute(0, 3, 4, 1, 2, 5).reshape(b, chunks * q, h, p)[:, :length]  # a view
-    out = x.new_empty(b, length, h, p)  # contiguous, as callers .view() it
-    if D is not None:
-        torch.addcmul(tokens_first, x, D.float()[:, None], out=out)
-    else:
-        out.copy_(tokens_first)
-    if return_final_states:
-        final = torch.addcmul(chunk_states[:, :, :, -1], entering[:, :, :, -1], chunk_decay[:, :, :, -1])
-        return out, final.transpose(-1, -2).reshape(b, h, p, n)
-    return out
+

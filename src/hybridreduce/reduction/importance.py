@@ -33,14 +33,15 @@ def _tokens(hidden: torch.Tensor) -> torch.Tensor:
     return hidden[0].float()
 
 
-def _linear_rows(layer: nn.Linear, x: torch.Tensor, rows: slice) -> torch.Tensor:
-    """``layer(x)[..., rows]`` as float32, computing only the requested output features.
+def _linear_rows(layer: nn.Linear, x: torch.Tensor, *rows: slice) -> torch.Tensor:
+    """``layer(x)[..., rows]`` as float32, computing only the requested output features (several ``rows`` slices
+    are computed in one product and concatenated in that order).
 
     The product runs in the layer's own dtype, as the model's forward computes it (bfloat16 on a GPU, where float32
     matrix products run several times slower); only its output is widened for the score arithmetic.
     """
-    weight = layer.weight[rows]
-    bias = None if layer.bias is None else layer.bias[rows]
+    weight = torch.cat([layer.weight[r] for r in rows]) if len(rows) > 1 else layer.weight[rows[0]]
+    bias = None if layer.bias is None else torch.cat([layer.bias[r] for r in rows])
     return F.linear(x.to(weight.dtype), weight, bias).float()
 
 
@@ -136,30 +137,29 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _conv_channels(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: torch.Tensor | None = None
-                   ) -> torch.Tensor:
-    """The mixer's causal depthwise conv + activation on the ``channels`` of its ``xBC`` projection (float32).
+def _conv_channels(mixer: nn.Module, pre: torch.Tensor, channels: slice) -> torch.Tensor:
+    """The mixer's causal depthwise conv + activation over every token, for the ``channels`` of its ``xBC``
+    projection, given their projection ``pre`` ``(L, channels)``: the same sum as the mixer's conv1d, in the
+    tokens-first layout the projection comes in (:func:`~hybridreduce.models.mamba_cpu.causal_conv`)."""
+    weight = mixer.conv1d.weight[channels, 0].float()  # (channels, kernel): tap j reads token t - (kernel-1) + j
+    bias = None if mixer.conv1d.bias is None else mixer.conv1d.bias[channels].float()
+    return mixer.act(causal_conv(pre, weight, bias))
 
-    Only those rows of ``in_proj`` are computed (the conv is depthwise, so channels are independent). With
-    ``rows`` only those tokens are computed, each from its own ``kernel`` input tokens; otherwise every token, by
-    :func:`~hybridreduce.models.mamba_cpu.causal_conv` (the same sum as the mixer's conv1d, in the tokens-first
-    layout the projection comes in).
+
+def _conv_channels_at(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: torch.Tensor) -> torch.Tensor:
+    """:func:`_conv_channels` at the tokens ``rows`` only, each from its own ``kernel`` input tokens of ``h``
+    ``(L, D)`` (only those rows of ``in_proj`` are computed: the conv is depthwise).
 
     Returns:
-        `torch.Tensor` of shape `(len(rows) or L, channels)`.
+        `torch.Tensor` of shape `(len(rows), channels)`.
     """
     inter, kernel = mixer.intermediate_size, mixer.conv_kernel_size
     proj = slice(inter + channels.start, inter + channels.stop)  # in_proj rows: [gate (inter) | xBC | dt]
-    weight = mixer.conv1d.weight[channels, 0].float()  # (channels, kernel): tap j reads token t - (kernel-1) + j
-    bias = None if mixer.conv1d.bias is None else mixer.conv1d.bias[channels].float()
-    if rows is None:
-        out = causal_conv(_linear_rows(mixer.in_proj, h, proj), weight, bias)  # (L, channels)
-    else:
-        taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
-        pre = _linear_rows(mixer.in_proj, h[taps.clamp(min=0)], proj) * (taps >= 0)[..., None]  # zero padding
-        out = (pre * weight.T).sum(dim=1)  # (R, channels)
-        if bias is not None:
-            out += bias
+    taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
+    pre = _linear_rows(mixer.in_proj, h[taps.clamp(min=0)], proj) * (taps >= 0)[..., None]  # zero padding
+    out = (pre * mixer.conv1d.weight[channels, 0].float().T).sum(dim=1)  # (R, channels)
+    if mixer.conv1d.bias is not None:
+        out += mixer.conv1d.bias[channels].float()
     return mixer.act(out)
 
 
@@ -183,15 +183,18 @@ def _ssm_inputs(mixer: nn.Module, h: torch.Tensor, with_x: bool, c_rows: torch.T
     # xBC channel layout: x (inter), B (bc), C (bc).
     first = 0 if with_x else inter
     last = inter + bc if c_rows is not None else mixer.conv_dim
-    xbc = _conv_channels(mixer, h, slice(first, last))  # (L, channels)
+    # One product for the conv channels and dt: in_proj rows [gate (inter) | xBC (conv_dim) | dt (n_heads)].
+    dt_rows = slice(inter + mixer.conv_dim, inter + mixer.conv_dim + n_heads)
+    pre, dt = _linear_rows(mixer.in_proj, h, slice(inter + first, inter + last), dt_rows).split(
+        [last - first, n_heads], dim=-1)
+    xbc = _conv_channels(mixer, pre, slice(first, last))  # (L, channels)
     x = xbc[:, :inter].view(seq_len, n_heads, mixer.head_dim) if with_x else None
     B = xbc[:, inter - first : inter - first + bc].view(seq_len, n_groups, state)
     C = (xbc[:, inter - first + bc :] if c_rows is None
-         else _conv_channels(mixer, h, slice(inter + bc, mixer.conv_dim), c_rows)).view(-1, n_groups, state)
+         else _conv_channels_at(mixer, h, slice(inter + bc, mixer.conv_dim), c_rows)).view(-1, n_groups, state)
 
-    dt_rows = slice(inter + mixer.conv_dim, inter + mixer.conv_dim + n_heads)
     lo, hi = mixer.time_step_limit
-    dt = F.softplus(_linear_rows(mixer.in_proj, h, dt_rows) + mixer.dt_bias.float()).clamp(min=lo, max=hi)
+    dt = F.softplus(dt + mixer.dt_bias.float()).clamp(min=lo, max=hi)
     A = -torch.exp(mixer.A_log.float())
     return x, B, C, dt, A
 
