@@ -10,7 +10,7 @@ from conftest import REPO
 from transformers import AutoModelForCausalLM, NemotronHConfig, NemotronHForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from hybridreduce.errors import ConfigError
-from hybridreduce.models import load_adapter, stack_for
+from hybridreduce.models import SeqState, load_adapter, stack_for
 from hybridreduce.models.build import build_tiny_model, text_config
 from hybridreduce.reduction.engine import PromptLayout, Scorer, greedy_generate, prefill
 from hybridreduce.reduction.importance import attention_importance, mamba_importance
@@ -265,3 +265,18 @@ def test_top_k_mask_selects_what_a_stable_descending_sort_selects():
         expected = torch.zeros(n, dtype=torch.bool)
         expected[torch.argsort(scores, descending=True, stable=True)[:k]] = True
         assert torch.equal(top_k_mask(scores, k), expected), (scores, k)
+
+
+def test_reduced_prefill_with_eager_attention_after_sdpa_equals_a_fresh_eager_stack():
+    """A stack remembers the lengths for which transformers builds no attention mask (SDPA); switching the model
+    to eager attention must still give every stage its causal mask: the same reduced prefill as a fresh stack."""
+    model = nemotron_h("sdpa")
+    stack, embeds = stack_for(model), embeds_for(model)
+    schedule = plan("hybrid_progressive", stack.layer_types, 0.25, len(LAYOUT.vision_idx),
+                    {"first_layer": 1, "num_stages": 2})[0]
+    prefill(stack, embeds, LAYOUT, schedule)  # fills the maskless lengths under SDPA
+    model.set_attn_implementation("eager")
+    again = prefill(stack, embeds, LAYOUT, schedule)
+    fresh = prefill(stack_for(model), embeds, LAYOUT, schedule)
+    assert stack.begin(embeds, SeqState(torch.arange(56), torch.arange(56)))["mask"] is not None
+    torch.testing.assert_close(again.logits, fresh.logits, rtol=0, atol=0)

@@ -16,6 +16,8 @@ model's dtype and are widened to float32, see :func:`_linear_rows`.)
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,7 +50,8 @@ def _linear_rows(layer: nn.Linear, x: torch.Tensor, *rows: slice) -> torch.Tenso
 def _normalise(score: torch.Tensor) -> torch.Tensor:
     """Scale to sum 1; uniform when the score carries no mass (e.g. all products underflowed)."""
     total = score.sum()
-    if not torch.isfinite(total) or total <= 0:
+    mass = float(total)  # one host read (a device sync on GPU) decides both cases
+    if not math.isfinite(mass) or mass <= 0:
         return torch.full_like(score, 1.0 / max(score.numel(), 1))
     return score / total
 
@@ -57,8 +60,10 @@ def _check_indices(query_idx: torch.Tensor, vision_idx: torch.Tensor, seq_len: i
     if query_idx.numel() == 0:
         raise ValueError("query_idx is empty: the score is conditioned on the query tokens")
     for name, idx in (("query_idx", query_idx), ("vision_idx", vision_idx)):
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= seq_len):
-            raise ValueError(f"{name} out of range for a sequence of {seq_len} tokens")
+        if idx.numel():
+            low, high = (int(v) for v in torch.aminmax(idx))  # one reduction per index (runs at every stage)
+            if low < 0 or high >= seq_len:
+                raise ValueError(f"{name} out of range for a sequence of {seq_len} tokens")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -255,7 +260,6 @@ def mamba_importance(
     _check_indices(query_idx, vision_idx, h.shape[0])
     query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
     x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=use_x_norm, c_rows=query_idx)
-    group = _group_of_head(mixer).to(h.device)
 
     # |C_t . B_s| per group for every column and the query rows (no gather of B): (n_groups, L, Q). B is read in
     # place (a strided view of the conv output), the query rows are the short side.
@@ -268,11 +272,14 @@ def mamba_importance(
 
     if decay:
         # Decay depends on the head, so form the (heads, Q, V) rows of |alpha| (dt > 0, exp > 0: only C.B has a sign).
+        group = _group_of_head(mixer).to(h.device)
         per_head = cb[:, vision_idx].transpose(1, 2)[group] * weight[:, None, :] * _decay(A, dt, query_idx, vision_idx)
         score = per_head.mean(dim=(0, 1))
     else:
-        # Without decay the mean over t factorises per group: mean_t |C_t . B_s| is shared by the group's heads.
-        score = (cb.mean(dim=2)[:, vision_idx][group] * weight).mean(dim=0)
+        # Without decay the mean over t factorises per group: mean_t |C_t . B_s| is shared by the group's heads
+        # (consecutive heads share a group, so the heads axis splits as (n_groups, heads per group)).
+        per_group = cb.mean(dim=2)[:, vision_idx]  # (n_groups, V)
+        score = (per_group[:, None, :] * weight.view(mixer.n_groups, -1, weight.shape[-1])).mean(dim=(0, 1))
     return _normalise(score)
 
 
