@@ -67,7 +67,8 @@ def causal_conv1d_fn(hidden_states: torch.Tensor, weight: torch.Tensor, bias: to
     """transformers' ``causal_conv1d_fn``: ``(b, channels, L)`` in and out, ``weight`` ``(channels, kernel)``.
 
     The mixer hands in a transposed view of its tokens-first projection and transposes the result back, so the
-    conv runs on the tokens-first tensor and returns a transposed view of it: no copies.
+    conv runs in the tokens-first layout (:func:`causal_conv`, which makes one dense copy of the slice) and returns
+    a transposed view of its output: no layout changes either way.
     """
     out = causal_conv(hidden_states.transpose(1, 2), weight, bias)
     if activation is not None:

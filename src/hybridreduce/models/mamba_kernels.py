@@ -76,9 +76,10 @@ def describe(device: torch.device | str) -> str:
     benchmark's header."""
     parts = []
     for what, name in (("scan", "mamba2_chunk_scan"), ("conv", "causal_conv1d_fn")):
-        fn = implementation(name, device)
-        module = fn.__module__
-        label = {"transformers": "transformers PyTorch reference", "hybridreduce": module}.get(
-            module.split(".")[0], module.split(".")[0])
+        module = implementation(name, device).__module__
+        package = module.split(".")[0]
+        # our own modules by their full name; transformers' fallback as such; a kernel package by its name
+        label = module if package == "hybridreduce" else (
+            "transformers PyTorch reference" if package == "transformers" else package)
         parts.append(f"{what}: {label}")
     return ", ".join(parts)

@@ -142,13 +142,18 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _conv_params(mixer: nn.Module, channels: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The mixer's depthwise conv weight ``(channels, kernel)`` (tap j reads token t - (kernel-1) + j) and bias
+    ``(channels,)`` or None, for ``channels`` of its ``xBC`` projection, float32."""
+    bias = None if mixer.conv1d.bias is None else mixer.conv1d.bias[channels].float()
+    return mixer.conv1d.weight[channels, 0].float(), bias
+
+
 def _conv_channels(mixer: nn.Module, pre: torch.Tensor, channels: slice) -> torch.Tensor:
     """The mixer's causal depthwise conv + activation over every token, for the ``channels`` of its ``xBC``
     projection, given their projection ``pre`` ``(L, channels)``: the same sum as the mixer's conv1d, in the
     tokens-first layout the projection comes in (:func:`~hybridreduce.models.mamba_cpu.causal_conv`)."""
-    weight = mixer.conv1d.weight[channels, 0].float()  # (channels, kernel): tap j reads token t - (kernel-1) + j
-    bias = None if mixer.conv1d.bias is None else mixer.conv1d.bias[channels].float()
-    return mixer.act(causal_conv(pre, weight, bias))
+    return mixer.act(causal_conv(pre, *_conv_params(mixer, channels)))
 
 
 def _conv_channels_at(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: torch.Tensor) -> torch.Tensor:
@@ -162,9 +167,10 @@ def _conv_channels_at(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: 
     proj = slice(inter + channels.start, inter + channels.stop)  # in_proj rows: [gate (inter) | xBC | dt]
     taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
     pre = _linear_rows(mixer.in_proj, h[taps.clamp(min=0)], proj) * (taps >= 0)[..., None]  # zero padding
-    out = (pre * mixer.conv1d.weight[channels, 0].float().T).sum(dim=1)  # (R, channels)
-    if mixer.conv1d.bias is not None:
-        out += mixer.conv1d.bias[channels].float()
+    weight, bias = _conv_params(mixer, channels)
+    out = (pre * weight.T).sum(dim=1)  # (R, channels)
+    if bias is not None:
+        out += bias
     return mixer.act(out)
 
 
