@@ -50,7 +50,7 @@ def retain_freed_memory(mmap_threshold_mb: int = 32, trim_threshold_mb: int = 64
     glibc serves allocations above its (adaptive) mmap threshold with fresh ``mmap`` pages and returns the heap
     top above its trim threshold, so a CPU forward pass over an 8k-token sequence pays page faults on many of its
     multi-megabyte temporaries. Whether it does varies between runs with the allocator's history: a ReLU-squared
-    over an (8240, 672) float32 tensor took 3-5 ms or 25-30 ms on this machine in back-to-back processes. The
+    over an (8240, 672) float32 tensor took 4-5 ms or 24-28 ms on this machine in back-to-back processes (`python benchmarks/mamba_cpu.py`). The
     long unreduced prefill pays most, which raised the hybrid's prefill quotients by 0.12-0.15 (RESULTS.md). Fixed
     thresholds (what PyTorch's CPU tuning guide gets from jemalloc or tcmalloc) make every variant run with warm
     memory. Returns what was set, for the output's first line;

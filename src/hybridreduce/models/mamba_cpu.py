@@ -6,8 +6,8 @@ measured reduction speedup stayed well below its analytic limit because of them 
 --explain``: a Mamba-2 layer cost 5x an MLP layer's time per FLOP):
 
 * the conv is a depthwise ``conv1d`` on a transposed ``(b, channels, L)`` view, which oneDNN runs at a fraction
-  of memory speed (14-17 ms for 320 channels x 8240 tokens, against 4.5 ms for :func:`causal_conv`'s
-  ``kernel`` shifted multiply-adds over dense tokens-first operands);
+  of memory speed (9.8 ms for 320 channels x 8240 tokens, against 4.2 ms for :func:`causal_conv`'s
+  ``kernel`` shifted multiply-adds over dense tokens-first operands; ``python benchmarks/mamba_cpu.py``);
 * the reference scan copies its largest tensors several times per call (``(b, c, l, s, h)`` einsums, ``B`` and
   ``C`` repeated per head, a cumulative sum over a masked ``(l, l)`` copy for every segment sum).
 
@@ -36,9 +36,10 @@ from transformers.activations import ACT2FN
 __all__ = ["causal_conv", "causal_conv1d_fn", "chunk_scan"]
 
 # The longest chunk on a CPU, whatever the model's configured chunk_size: the within-chunk work grows with it, the
-# sequential loop over chunks shrinks. One scan of 8240 tokens (4 heads of 64, 1 thread) took 20 / 22 / 23 / 26 /
-# 33 ms at chunks of 32 / 48 / 64 / 96 / 128 with 1 group of state 32, and 32 / 32 / 34 / 42 / 51 ms with 2 groups
-# of 64 (transformers' reference: 110-165 ms). 64 keeps a reduced layer's 49 tokens in one chunk (fewest calls).
+# sequential loop over chunks shrinks. `python benchmarks/mamba_cpu.py`, one scan of 8240 tokens (4 heads of 64, 1
+# thread): 24 / 23 / 28 / 45 / 43 ms at chunks of 32 / 48 / 64 / 96 / 128 with 1 group of state 32, 43 / 34 / 38 /
+# 43 / 54 ms with 2 groups of 64; transformers' reference 82 and 99 ms. 64 keeps a reduced layer's 49 tokens in one
+# chunk, which needs no state carry (below).
 LONGEST_CHUNK = 64
 
 
@@ -52,7 +53,7 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     Returns:
         ``(..., L, channels)`` in ``x``'s dtype, the sum of ``kernel`` shifted multiply-adds.
     """
-    # Dense operands make each pass several times faster (measured 3-4x): the mixer's x is a slice of its
+    # Dense operands make each pass several times faster (3-4x in a scratch timing): the mixer's x is a slice of its
     # projection (one copy here), and a tap is a column of the (channels, kernel) weight.
     taps = weight.to(x.dtype).T.contiguous()  # (kernel, channels)
     x = x.contiguous()
@@ -129,7 +130,7 @@ def chunk_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B
     y = decay @ xdt  # (b, g, hpg, c, q, p)
 
     # Steps 2-4 carry state between chunks. One chunk from a zero state (a reduced layer's short sequence) needs
-    # none of them unless the final state is asked for: 49 tokens take 0.14 ms instead of 0.23 ms.
+    # none of them unless the final state is asked for: 49 tokens take 0.14 ms instead of 0.35 ms (mamba_cpu.py).
     final = None
     if chunks > 1 or initial_states is not None or return_final_states:
         final = _carry_state(y, xdt, a_cum, Bc, Cc, initial_states)

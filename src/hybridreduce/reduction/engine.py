@@ -77,7 +77,7 @@ class PrefillResult:
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """``(n,)`` bool mask of the ``k`` highest ``scores``, ties broken towards the lower index: the set that
     ``argsort(scores, descending=True, stable=True)[:k]`` selects, without sorting all ``n`` (a partial top-k and
-    one pass; sorting 8k scores was a tenth of a stage's cost on a CPU)."""
+    one pass; in a scratch timing, sorting 8k scores was a tenth of a stage's cost on a CPU)."""
     n = scores.shape[0]
     if k >= n or k <= 0:
         return torch.full((n,), k > 0, dtype=torch.bool, device=scores.device)
