@@ -59,6 +59,25 @@ def route_by_device() -> None:
 
         routed.routed_from = wrapper
         setattr(modeling_nemotron_h, name, routed)
+    _route_mixer_forward()
+
+
+def _route_mixer_forward() -> None:
+    """Run :func:`.mamba_cpu.mixer_forward` for a whole CPU sequence without gradients or a cache (idempotent)."""
+    mixer = modeling_nemotron_h.NemotronHMamba2Mixer
+    if hasattr(mixer.forward, "routed_from"):
+        return
+    reference = mixer.forward
+
+    @functools.wraps(reference)
+    def forward(self, hidden_states, cache_params=None, attention_mask=None, **kwargs):
+        if (cache_params is None and not kwargs and hidden_states.device.type == "cpu"
+                and not torch.is_grad_enabled()):
+            return mamba_cpu.mixer_forward(self, hidden_states, attention_mask)
+        return reference(self, hidden_states, cache_params=cache_params, attention_mask=attention_mask, **kwargs)
+
+    forward.routed_from = reference
+    mixer.forward = forward
 
 
 def implementation(name: str, device: torch.device | str, training: bool = False) -> Callable:

@@ -43,7 +43,7 @@ class SeqState:
     position_ids: torch.Tensor
 
     def select(self, keep: torch.Tensor) -> "SeqState":
-        return SeqState(self.index[keep], self.position_ids[..., keep])
+        return SeqState(self.index.index_select(0, keep), self.position_ids.index_select(-1, keep))
 
 
 class DecoderStack:

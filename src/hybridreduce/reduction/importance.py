@@ -111,7 +111,7 @@ def attention_importance(
     n_rep = n_heads // n_kv
     all_rows = slice(None)
     # The scale goes on the |Q| query rows rather than on the |Q| x L logits.
-    q = _linear_rows(attn.q_proj, h[query_idx], all_rows).view(-1, n_heads, d) * attn.scaling  # (Q, heads, d)
+    q = _linear_rows(attn.q_proj, h.index_select(0, query_idx), all_rows).view(-1, n_heads, d) * attn.scaling  # (Q, heads, d)
     k = _linear_rows(attn.k_proj, h, all_rows).view(seq_len, n_kv, d)  # (L, kv_heads, d)
     if position_embeddings is not None:
         cos, sin = (p[0].float().to(h.device) for p in position_embeddings)  # (L, d) each
@@ -127,7 +127,7 @@ def attention_importance(
     logits[..., first:].masked_fill_(later, float("-inf"))
     probs = logits.softmax(dim=-1)  # over all keys 0..t
     # Mean over heads and query rows first, then the vision columns: the same numbers without gathering Q x V.
-    score = probs.mean(dim=(0, 1, 2))[vision_idx]  # (|V|,)
+    score = probs.mean(dim=(0, 1, 2)).index_select(0, vision_idx)  # (|V|,)
     return _normalise(score)
 
 
@@ -166,7 +166,8 @@ def _conv_channels_at(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: 
     inter, kernel = mixer.intermediate_size, mixer.conv_kernel_size
     proj = slice(inter + channels.start, inter + channels.stop)  # in_proj rows: [gate (inter) | xBC | dt]
     taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
-    pre = _linear_rows(mixer.in_proj, h[taps.clamp(min=0)], proj) * (taps >= 0)[..., None]  # zero padding
+    pre = _linear_rows(mixer.in_proj, h.index_select(0, taps.clamp(min=0).view(-1)), proj).view(*taps.shape, -1)
+    pre *= (taps >= 0)[..., None]  # zero padding
     weight, bias = _conv_params(mixer, channels)
     out = (pre * weight.T).sum(dim=1)  # (R, channels)
     if bias is not None:
@@ -272,7 +273,7 @@ def mamba_importance(
     cb = torch.bmm(B.transpose(0, 1), C.permute(1, 2, 0)).abs_()
     first = int(query_idx.min())  # causal: only columns at or after the first query token can lie after a row
     cb[:, first:] *= torch.arange(first, h.shape[0], device=h.device)[:, None] <= query_idx[None, :]
-    weight = dt[vision_idx].T  # (heads, V): dt_s of each head
+    weight = dt.index_select(0, vision_idx).T  # (heads, V): dt_s of each head
     if use_x_norm:
         weight = weight * x[vision_idx].norm(dim=-1).T
 
@@ -284,7 +285,7 @@ def mamba_importance(
     else:
         # Without decay the mean over t factorises per group: mean_t |C_t . B_s| is shared by the group's heads
         # (consecutive heads share a group, so the heads axis splits as (n_groups, heads per group)).
-        per_group = cb.mean(dim=2)[:, vision_idx]  # (n_groups, V)
+        per_group = cb.mean(dim=2).index_select(1, vision_idx)  # (n_groups, V)
         score = (per_group[:, None, :] * weight.view(mixer.n_groups, -1, weight.shape[-1])).mean(dim=(0, 1))
     return _normalise(score)
 
