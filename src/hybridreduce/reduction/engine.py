@@ -153,11 +153,14 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                 keep_mask = ~cur_vision | torch.isin(state.index, fixed_keep[i])
             else:
                 k = min(stages[i], len(vision))
-                query = (is_query.index_select(0, state.index).nonzero().view(-1) if scorer.query == "question"
-                         else torch.tensor([hidden.shape[1] - 1], device=hidden.device))
-                scores = score_layer(stack, i, hidden, ctx, query, vision, scorer, generator)
                 keep_mask = ~cur_vision  # text tokens stay; the vision ones are chosen next
-                keep_mask[vision] = top_k_mask(scores, k)
+                if 0 < k < len(vision):  # otherwise the stage keeps all or none: nothing to rank
+                    query = (is_query.index_select(0, state.index).nonzero().view(-1) if scorer.query == "question"
+                             else torch.tensor([hidden.shape[1] - 1], device=hidden.device))
+                    scores = score_layer(stack, i, hidden, ctx, query, vision, scorer, generator)
+                    keep_mask[vision] = top_k_mask(scores, k)
+                elif k > 0:
+                    keep_mask[vision] = True
             keep = keep_mask.nonzero().view(-1)
             hidden, state = hidden.index_select(1, keep), state.select(keep)
             stage_keep[i] = state.index[is_vision.index_select(0, state.index)]

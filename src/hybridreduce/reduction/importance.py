@@ -24,26 +24,33 @@ from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, rotate_half
 
 from ..models.mamba_cpu import causal_conv
+from ..models.stack import PreNormed
 
 __all__ = ["attention_importance", "mamba_implicit_attention", "mamba_importance"]
 
 
-def _tokens(hidden: torch.Tensor) -> torch.Tensor:
-    """`(1, L, D)` -> `(L, D)` float32."""
-    if hidden.dim() != 3 or hidden.shape[0] != 1:
-        raise ValueError(f"hidden must have shape (1, L, D), got {tuple(hidden.shape)}")
-    return hidden[0].float()
+def _tokens(hidden: torch.Tensor | PreNormed) -> torch.Tensor | PreNormed:
+    """`(1, L, D)` -> `(L, D)`: float32 for a normed tensor; a :class:`PreNormed` keeps its dtype and its norm."""
+    tokens = hidden.hidden if isinstance(hidden, PreNormed) else hidden
+    if tokens.dim() != 3 or tokens.shape[0] != 1:
+        raise ValueError(f"hidden must have shape (1, L, D), got {tuple(tokens.shape)}")
+    return PreNormed(tokens[0], hidden.norm) if isinstance(hidden, PreNormed) else tokens[0].float()
 
 
-def _linear_rows(layer: nn.Linear, x: torch.Tensor, *rows: slice) -> torch.Tensor:
-    """``layer(x)[..., rows]`` as float32, computing only the requested output features (several ``rows`` slices
-    are computed in one product and concatenated in that order).
+def _linear_rows(layer: nn.Linear, x: torch.Tensor | PreNormed, *rows: slice,
+                 tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer(x)[tokens][..., rows]`` as float32, computing only the requested output features (several ``rows``
+    slices are computed in one product and concatenated in that order) at the requested ``tokens`` (default all).
 
     The product runs in the layer's own dtype, as the model's forward computes it (bfloat16 on a GPU, where float32
-    matrix products run several times slower); only its output is widened for the score arithmetic.
+    matrix products run several times slower); only its output is widened for the score arithmetic. For a
+    :class:`PreNormed` input the norm is folded into the product.
     """
     weight = torch.cat([layer.weight[r] for r in rows]) if len(rows) > 1 else layer.weight[rows[0]]
     bias = None if layer.bias is None else torch.cat([layer.bias[r] for r in rows])
+    if isinstance(x, PreNormed):
+        return x.linear(weight, bias, tokens)
+    x = x if tokens is None else x.index_select(0, tokens)
     return F.linear(x.to(weight.dtype), weight, bias).float()
 
 
@@ -87,8 +94,8 @@ def attention_importance(
     Args:
         attn (`nn.Module`):
             A `NemotronHAttention` (no RoPE) or `Qwen2Attention` (RoPE) module.
-        hidden (`torch.Tensor` of shape `(1, L, D)`):
-            The layer's input after its pre-norm.
+        hidden (`torch.Tensor` of shape `(1, L, D)`, or `PreNormed`):
+            The layer's input after its pre-norm, or before it with that norm (the stack's `mixer_input`).
         query_idx (`torch.LongTensor` of shape `(|Q|,)`):
             Positions of the query text tokens in the current sequence.
         vision_idx (`torch.LongTensor` of shape `(|V|,)`):
@@ -111,7 +118,7 @@ def attention_importance(
     n_rep = n_heads // n_kv
     all_rows = slice(None)
     # The scale goes on the |Q| query rows rather than on the |Q| x L logits.
-    q = _linear_rows(attn.q_proj, h.index_select(0, query_idx), all_rows).view(-1, n_heads, d) * attn.scaling  # (Q, heads, d)
+    q = _linear_rows(attn.q_proj, h, all_rows, tokens=query_idx).view(-1, n_heads, d) * attn.scaling  # (Q, heads, d)
     k = _linear_rows(attn.k_proj, h, all_rows).view(seq_len, n_kv, d)  # (L, kv_heads, d)
     if position_embeddings is not None:
         cos, sin = (p[0].float().to(h.device) for p in position_embeddings)  # (L, d) each
@@ -166,7 +173,7 @@ def _conv_channels_at(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: 
     inter, kernel = mixer.intermediate_size, mixer.conv_kernel_size
     proj = slice(inter + channels.start, inter + channels.stop)  # in_proj rows: [gate (inter) | xBC | dt]
     taps = rows[:, None] + torch.arange(1 - kernel, 1, device=h.device)  # (R, kernel) token of each tap
-    pre = _linear_rows(mixer.in_proj, h.index_select(0, taps.clamp(min=0).view(-1)), proj).view(*taps.shape, -1)
+    pre = _linear_rows(mixer.in_proj, h, proj, tokens=taps.clamp(min=0).view(-1)).view(*taps.shape, -1)
     pre *= (taps >= 0)[..., None]  # zero padding
     weight, bias = _conv_params(mixer, channels)
     out = (pre * weight.T).sum(dim=1)  # (R, channels)
@@ -180,7 +187,7 @@ def _ssm_inputs(mixer: nn.Module, h: torch.Tensor, with_x: bool, c_rows: torch.T
 
     Args:
         mixer (`NemotronHMamba2Mixer`): the Mamba-2 mixer.
-        h (`torch.Tensor` of shape `(L, D)`): its input, float32.
+        h (`torch.Tensor` of shape `(L, D)`, float32, or `PreNormed`): its input.
         with_x (`bool`): also compute the SSM input ``x`` (otherwise only the B/C channels go through the conv).
         c_rows (`torch.LongTensor` of shape `(R,)`, *optional*): compute C only at these tokens (the query rows:
             the score reads no other), instead of at every token.
@@ -249,8 +256,8 @@ def mamba_importance(
     Args:
         mixer (`NemotronHMamba2Mixer`):
             The Mamba-2 mixer of the layer.
-        hidden (`torch.Tensor` of shape `(1, L, D)`):
-            The layer's input after the block's pre-norm.
+        hidden (`torch.Tensor` of shape `(1, L, D)`, or `PreNormed`):
+            The layer's input after the block's pre-norm, or before it with that norm (the stack's `mixer_input`).
         query_idx (`torch.LongTensor` of shape `(|Q|,)`):
             Positions of the query text tokens.
         vision_idx (`torch.LongTensor` of shape `(|V|,)`):
@@ -300,8 +307,8 @@ def mamba_implicit_attention(mixer: nn.Module, hidden: torch.Tensor) -> tuple[to
     Args:
         mixer (`NemotronHMamba2Mixer`):
             The Mamba-2 mixer.
-        hidden (`torch.Tensor` of shape `(1, L, D)`):
-            Its input (after the block's pre-norm).
+        hidden (`torch.Tensor` of shape `(1, L, D)`, or `PreNormed`):
+            Its input (after the block's pre-norm, or before it with that norm).
 
     Returns:
         alpha (`torch.Tensor` of shape `(num_heads, L, L)`): ``alpha[h, t, s]``, zero for ``s > t``.
