@@ -9,6 +9,10 @@ effect behind ``common.retain_freed_memory``: the figures quoted in that module,
    length, against transformers' reference; and at 49 tokens, with and without the final state (the state carry).
 3. A ReLU² over an (8240, 672) float32 tensor in fresh processes, with glibc's adaptive malloc thresholds and with
    the fixed ones: how much a freshly mapped temporary costs.
+4. The hybrid's whole Mamba-2 block (``prefill.py``'s CPU shape) at the token counts of its b = 0.1 schedule:
+   transformers' mixer forward with transformers' functions, the same forward with our conv and scan, and
+   ``mamba_cpu.mixer_forward``; interleaved, so load changes hit the three alike. Before it, the mixer's input
+   projection at 8240 tokens as one product 580 wide and as the two that ``mixer_forward`` computes (576 + 4).
 
 Medians of ``--repeats`` calls after a warm-up, one torch thread, without gradients.
 """
@@ -27,6 +31,7 @@ from common import load, machine, retain_freed_memory
 from transformers.models.nemotron_h import modeling_nemotron_h
 
 from hybridreduce.models import mamba_cpu
+from hybridreduce.models.build import text_config
 
 RELU2 = """
 import sys, time, torch
@@ -102,7 +107,51 @@ def main() -> None:
         runs = [float(subprocess.run([sys.executable, "-c", RELU2.format(here=here, fixed=fixed)], check=True,
                                      capture_output=True, text=True).stdout) for _ in range(4)]
         print(f"  {label:>26}: " + " / ".join(f"{t:.1f}" for t in runs))
+
+    mixer_section(r, g)
     print(f"\nload average at end: {load()}")
+
+
+def use_variant(name: str) -> None:
+    """Point the Nemotron-H mixer at transformers' forward and functions (``transformers``), at transformers'
+    forward with our conv and scan (``our conv + scan``, the routing without the mixer forward) or at ours."""
+    mixer = modeling_nemotron_h.NemotronHMamba2Mixer
+    forward = getattr(mixer.forward, "routed_from", mixer.forward)
+    if not hasattr(use_variant, "routed"):  # the routed functions, kept once
+        use_variant.routed = {n: getattr(modeling_nemotron_h, n) for n in ("causal_conv1d_fn", "mamba2_chunk_scan")}
+        use_variant.forward = mixer.forward
+    for n, routed in use_variant.routed.items():
+        setattr(modeling_nemotron_h, n, inspect.unwrap(routed) if name == "transformers" else routed)
+    mixer.forward = use_variant.forward if name == "ours" else forward
+
+
+def mixer_section(repeats: int, g: torch.Generator) -> None:
+    from prefill import SHAPES  # the benchmark's CPU hybrid
+
+    config = text_config(SHAPES["nemotron_h_8b_pattern"][1], vocab_size=16)
+    block = modeling_nemotron_h.NemotronHBlock(config, layer_idx=0).eval()
+    weight = block.mixer.in_proj.weight
+    x = torch.randn(8240, config.hidden_size, generator=g)
+    one = median_ms(lambda: torch.nn.functional.linear(x, weight), repeats)
+    two = [median_ms(lambda w=w: torch.nn.functional.linear(x, w), repeats) for w in (weight[:576], weight[576:])]
+    print(f"\nMamba-2 in_proj at 8240 tokens: one product {weight.shape[0]} wide {one:.1f} ms; "
+          f"{two[0]:.1f} + {two[1]:.1f} ms as 576 + {weight.shape[0] - 576}")
+    variants = ("transformers", "our conv + scan", "ours")
+    print("Mamba-2 block (norm, mixer, residual), median ms: " + " / ".join(variants))
+    for length in (8240, 1958, 152, 49):
+        hidden = torch.randn(1, length, config.hidden_size, generator=g) * 0.02
+        times = {v: [] for v in variants}
+        for rep in range(1 + max(repeats, 20000 // length)):
+            for v in variants:
+                use_variant(v)
+                t = time.perf_counter()
+                block(hidden)
+                if rep:
+                    times[v].append(time.perf_counter() - t)
+        use_variant("ours")
+        cells = [statistics.median(times[v]) * 1000 for v in variants]
+        print(f"  {length:>5} tokens: " + " / ".join(f"{c:.3f}" for c in cells)
+              + f"  ({cells[0] / cells[2]:.2f}x, {cells[1] / cells[2]:.2f}x)")
 
 
 if __name__ == "__main__":

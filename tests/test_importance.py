@@ -206,3 +206,31 @@ def test_inputs_of_other_dtypes_give_float32(mixer, qwen2):
     score = attention_importance(attn, h.double(), QUERY, VISION, rope(rotary, h))
     check_distribution(score)
     check_distribution(mamba_importance(mixer, h.bfloat16(), QUERY, VISION, decay=True))
+
+
+def test_scores_of_the_pre_normed_input_equal_those_of_the_normed_input(mixer, qwen2):
+    """Stacks hand the scores a layer's input with its RMS pre-norm not yet applied (PreNormed), which the scores
+    fold into their projections: the same scores as from the normed input, for attention with biases (Qwen2) and
+    for Mamba-2 with and without decay."""
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    from hybridreduce.models.stack import PreNormed
+
+    norm = Qwen2RMSNorm(64, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(64, generator=torch.Generator().manual_seed(2)))
+    h = 3 * random_hidden()
+    pre = PreNormed(h, norm)
+    with torch.no_grad():
+        normed = norm(h)
+    torch.testing.assert_close(pre.apply(), normed, rtol=0, atol=0)
+    attn, rotary = qwen2
+    assert attn.q_proj.bias is not None and attn.k_proj.bias is not None
+    for query in (QUERY, QUERY[-1:]):
+        torch.testing.assert_close(attention_importance(attn, pre, query, VISION, rope(rotary, h)),
+                                   attention_importance(attn, normed, query, VISION, rope(rotary, h)))
+        for decay in (False, True):
+            torch.testing.assert_close(mamba_importance(mixer, pre, query, VISION, decay=decay),
+                                       mamba_importance(mixer, normed, query, VISION, decay=decay))
+    with pytest.raises(TypeError, match="RMSNorm"):
+        PreNormed(h, torch.nn.LayerNorm(64))

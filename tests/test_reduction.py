@@ -234,6 +234,40 @@ def test_cpu_inference_scan_and_conv_equal_transformers_reference(seq_len):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("seq_len", [1, 49, 152, 300])
+def test_cpu_inference_mixer_forward_equals_transformers_forward(seq_len):
+    """Without gradients a CPU Nemotron-H mixer runs models.mamba_cpu.mixer_forward (two projections, in-place
+    activation and gated norm): the output of transformers' own forward with its own functions, for a batch with
+    a padding mask, in float32 and in bfloat16."""
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHMamba2Mixer
+
+    from hybridreduce.models import mamba_cpu
+
+    assert NemotronHMamba2Mixer.forward.__wrapped__ is NemotronHMamba2Mixer.forward.routed_from
+    reference = NemotronHMamba2Mixer.forward.routed_from
+    torch.manual_seed(seq_len)
+    llm = {"family": "nemotron_h", "pattern": "M", "hidden_size": 48, "ssm_state_size": 8, "mamba_num_heads": 6,
+           "mamba_head_dim": 8, "n_groups": 3, "chunk_size": 32}
+    mixer = NemotronHMamba2Mixer(text_config(llm, vocab_size=16), layer_idx=0).eval()
+    with torch.no_grad():  # heads that differ
+        mixer.A_log.copy_(torch.log(torch.rand(6) * 2 + 0.2))
+        mixer.dt_bias.copy_(torch.randn(6) - 1.0)
+        mixer.D.copy_(torch.randn(6))
+        mixer.norm.weight.copy_(1 + 0.2 * torch.randn(48))
+    h = torch.randn(2, seq_len, 48)
+    mask = torch.ones(2, seq_len, dtype=torch.long)
+    mask[1, : seq_len // 3] = 0  # left padding in the second sequence
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+        mixer.to(dtype)
+        x = h.to(dtype)
+        expected = reference(mixer, x, attention_mask=mask).detach()  # with gradients: transformers' functions
+        with torch.no_grad():
+            ours = mixer(x, attention_mask=mask)
+            torch.testing.assert_close(mamba_cpu.mixer_forward(mixer, x, mask), ours, rtol=0, atol=0)
+        assert ours.dtype == dtype
+        torch.testing.assert_close(ours, expected, rtol=tol, atol=tol)
+
+
 def test_nemotron_h_forward_on_cpu_equals_the_reference_path():
     """A whole Nemotron-H forward without gradients (models.mamba_cpu's conv and scan) against the same forward
     with gradients (transformers' PyTorch code): the logits agree."""

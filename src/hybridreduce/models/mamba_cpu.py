@@ -25,6 +25,9 @@ in chunks of ``q`` tokens, with every product a batched matrix multiply over con
 Padding to whole chunks is exact: a padded position has ``dt = 0``, so it neither decays nor adds to the state.
 Results equal the reference's to float32 rounding (``tests/test_reduction.py``). They are used only without
 gradients (:mod:`.mamba_kernels`), so training keeps transformers' own code and numerics.
+
+:func:`mixer_forward` is the mixer's whole forward for a sequence without a cache around these two, with fewer
+passes over the sequence than transformers' (its docstring says which); :func:`gated_rms_norm` is its gated norm.
 """
 
 from __future__ import annotations

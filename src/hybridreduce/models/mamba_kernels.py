@@ -6,9 +6,9 @@ those packages import, transformers' own PyTorch code otherwise, whatever device
 a GPU machine with mamba-ssm installed, every Nemotron-H run on the CPU (training the tiny models, the CPU side
 of a comparison) would hand CPU tensors to Triton and fail. :func:`route_by_device` wraps the five so CPU tensors
 go to the PyTorch code and CUDA tensors to the kernels. Without gradients (inference), CPU tensors go to
-:mod:`.mamba_cpu` for the conv and the chunked scan: the same sums as transformers' reference, several times
-faster on a CPU. With gradients (training) transformers' own code runs, so a seeded model trains exactly as it
-would without this package.
+:mod:`.mamba_cpu`: a whole sequence without a cache runs its mixer forward, other calls its conv and chunked scan;
+the same sums as transformers' reference, several times faster on a CPU. With gradients (training) transformers'
+own code runs, so a seeded model trains exactly as it would without this package.
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ def implementation(name: str, device: torch.device | str, training: bool = False
 
 
 def describe(device: torch.device | str) -> str:
-    """One line naming the Mamba-2 scan and convolution that run on ``device`` without gradients, e.g. for a
-    benchmark's header."""
-    parts = []
+    """One line naming the Mamba-2 mixer forward (where routed), scan and convolution that run on ``device``
+    without gradients, e.g. for a benchmark's header."""
+    routed = hasattr(modeling_nemotron_h.NemotronHMamba2Mixer.forward, "routed_from")
+    parts = [f"mixer: {mamba_cpu.__name__}"] if routed and torch.device(device).type == "cpu" else []
     for what, name in (("scan", "mamba2_chunk_scan"), ("conv", "causal_conv1d_fn")):
         module = implementation(name, device).__module__
         package = module.split(".")[0]
