@@ -1,6 +1,6 @@
 """Prefill speedup of in-LLM reduction against its analytic limit, and the share of prefill spent scoring.
 
-    python benchmarks/prefill.py [--save] [--explain] [--vision 8192] [--repeats 3] [--device auto|cpu|cuda]
+    python benchmarks/prefill.py [--save] [--explain] [--vision 8192] [--repeats 5] [--device auto|cpu|cuda]
 
 Two random-weight decoders built from transformers' own config classes, shaped like real ones: a hybrid with
 Nemotron-H-8B's 52-layer pattern (Mamba-2 / attention / MLP) and a 24-layer Qwen2-class Transformer. The prompt
@@ -169,7 +169,8 @@ def explain_scaling(stack, tokens_per_layer: list[int], device, hidden: int, dty
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vision", type=int, default=8192, help="vision tokens N (default 8192)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds after one warm-up round (5: medians that hold on a shared machine)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(SHAPES))

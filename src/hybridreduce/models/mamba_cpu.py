@@ -186,24 +186,22 @@ def _carry_state(y: torch.Tensor, xdt: torch.Tensor, a_cum: torch.Tensor, Bc: to
 
 
 
-def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, group_size: int, eps: float,
-                   dtype: torch.dtype) -> torch.Tensor:
-    """transformers' ``NemotronHRMSNormGated``: ``weight * rmsnorm_per_group(x * silu(gate))``, in float32.
+def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
+    """transformers' ``NemotronHRMSNormGated`` before its weight: ``rmsnorm_per_group(x * silu(gate))``, float32.
 
     Args:
-        x: ``(..., d)`` the scan output, float32; overwritten.
+        x: ``(..., d)`` the scan output, float32; overwritten and returned.
         gate: ``(..., d)`` the gate projection (any strides); overwritten when float32. Both are the mixer's own
             temporaries.
-        weight: ``(d,)``.
     Returns:
-        ``(..., d)`` in ``dtype``: four passes over ``x`` where the module makes seven and six temporaries.
+        ``x``: three passes over it where the module (weight included) makes seven and six temporaries.
     """
     x.mul_(F.silu(gate, inplace=True) if gate.dtype == torch.float32 else F.silu(gate.float()))
     grouped = x.view(*x.shape[:-1], -1, group_size)
     # rsqrt(mean(x^2) + eps) from one fused reduction (the norm) instead of a squared copy and a mean
     scale = torch.linalg.vector_norm(grouped, dim=-1, keepdim=True).square_().div_(group_size).add_(eps).rsqrt_()
     grouped.mul_(scale)
-    return x.mul_(weight).to(dtype)
+    return x
 
 
 def mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -213,7 +211,8 @@ def mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask:
     transformers' forward projects all of ``[gate | xBC | dt]`` in one product (an odd width such as 580 runs a
     GEMM's slow tail path: ``python benchmarks/mamba_cpu.py``), applies the conv's activation and the gated norm
     out of place. Here ``[gate | xBC]`` and ``dt`` are two products, the activation runs in place on the conv's
-    own output and the gated norm in place on the scan's (:func:`gated_rms_norm`).
+    own output, the gated norm in place on the scan's (:func:`gated_rms_norm`), and on a long sequence the norm's
+    weight is folded into ``out_proj``'s.
 
     Args:
         hidden_states: ``(b, L, hidden)``; attention_mask: ``(b, L)`` padding mask or None.
@@ -237,7 +236,10 @@ def mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask:
     y = chunk_scan(x.view(b, length, heads, mixer.head_dim), dt, -torch.exp(mixer.A_log.float()),
                    B.view(b, length, mixer.n_groups, -1), C.view(b, length, mixer.n_groups, -1), mixer.chunk_size,
                    D=mixer.D, dt_bias=mixer.dt_bias, dt_softplus=True, dt_limit=mixer.time_step_limit)
-    norm = mixer.norm
-    y = gated_rms_norm(y.view(b, length, inter), gate, norm.weight, norm.group_size, norm.variance_epsilon,
-                       hidden_states.dtype)
-    return mixer.out_proj(y)
+    norm, out = mixer.norm, mixer.out_proj
+    y = gated_rms_norm(y.view(b, length, inter), gate, norm.group_size, norm.variance_epsilon)
+    # The norm's weight scales the channels out_proj reads: it goes on whichever is smaller, out_proj's
+    # (hidden, inter) weight or the (b * L, inter) activations (saving a pass over a long sequence).
+    if out.weight.shape[0] < b * length:
+        return F.linear(y.to(hidden_states.dtype), out.weight * norm.weight.to(out.weight.dtype), out.bias)
+    return out(y.mul_(norm.weight).to(hidden_states.dtype))
