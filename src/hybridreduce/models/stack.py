@@ -13,6 +13,7 @@ the full one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,13 @@ class PreNormed:
     def device(self) -> torch.device:
         return self.hidden.device
 
+    @functools.cached_property
+    def inverse_rms(self) -> torch.Tensor:
+        """``(..., L, 1)`` float32 ``rsqrt(mean(hidden^2) + eps)`` of every token, from one fused reduction (once per
+        input: every projection of it reuses it)."""
+        scale = torch.linalg.vector_norm(self.hidden, dim=-1, keepdim=True, dtype=torch.float32).square_()
+        return scale.div_(self.hidden.shape[-1]).add_(self.norm.variance_epsilon).rsqrt_()
+
     def apply(self) -> torch.Tensor:
         return self.norm(self.hidden.to(self.norm.weight.dtype))
 
@@ -89,10 +97,9 @@ class PreNormed:
         Returns:
             ``(..., T, out)``.
         """
-        h = self.hidden if tokens is None else self.hidden.index_select(-2, tokens)
-        # rsqrt(mean(h^2) + eps) per token from one fused reduction, in float32 whatever h's dtype
-        scale = torch.linalg.vector_norm(h, dim=-1, keepdim=True, dtype=torch.float32).square_()
-        scale = scale.div_(h.shape[-1]).add_(self.norm.variance_epsilon).rsqrt_()
+        h, scale = self.hidden, self.inverse_rms
+        if tokens is not None:
+            h, scale = h.index_select(-2, tokens), scale.index_select(-2, tokens)
         out = F.linear(h.to(weight.dtype), weight * self.norm.weight.to(weight.dtype)).float().mul_(scale)
         return out if bias is None else out.add_(bias)
 
