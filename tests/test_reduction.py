@@ -269,17 +269,19 @@ def test_cpu_inference_mixer_forward_equals_transformers_forward(seq_len):
 
 
 def test_nemotron_h_forward_on_cpu_equals_the_reference_path():
-    """A whole Nemotron-H forward without gradients (models.mamba_cpu's conv and scan) against the same forward
-    with gradients (transformers' PyTorch code): the logits agree."""
+    """A whole Nemotron-H forward without gradients against the same forward with gradients (transformers' PyTorch
+    code): the logits agree, with a cache (transformers' mixer forward on models.mamba_cpu's conv and scan) and
+    without one (models.mamba_cpu.mixer_forward, as the engine's layer-wise prefill runs)."""
     torch.manual_seed(0)
     llm = {"family": "nemotron_h", "pattern": "M*M-M-", "hidden_size": 64, "num_attention_heads": 2,
            "ssm_state_size": 16, "mamba_num_heads": 4, "mamba_head_dim": 16, "n_groups": 2, "chunk_size": 32}
     model = AutoModelForCausalLM.from_config(text_config(llm, vocab_size=64)).eval()
     ids = torch.randint(0, 64, (1, 150), generator=torch.Generator().manual_seed(1))
     reference = model(ids).logits
-    with torch.no_grad():
-        ours = model(ids).logits
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+    for use_cache in (True, False):
+        with torch.no_grad():
+            ours = model(ids, use_cache=use_cache).logits
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_top_k_mask_selects_what_a_stable_descending_sort_selects():

@@ -36,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.models.nemotron_h.modeling_nemotron_h import apply_mask_to_padding_states
+from transformers.models.nemotron_h.modeling_nemotron_h import (
+    apply_mask_to_padding_states,
+)
 
 __all__ = ["causal_conv", "causal_conv1d_fn", "chunk_scan", "gated_rms_norm", "mixer_forward"]
 
@@ -182,8 +184,6 @@ def _carry_state(y: torch.Tensor, xdt: torch.Tensor, a_cum: torch.Tensor, Bc: to
     c_from_start = Cc[:, :, None] * a_cum.exp_()[..., None]  # (b, g, hpg, c, q, n)
     y.view(-1, q, p).baddbmm_(c_from_start.reshape(-1, q, n), entering.view(-1, n, p))
     return torch.addcmul(chunk_states[:, :, :, -1], entering[:, :, :, -1], chunk_decay[:, :, :, -1])
-
-
 
 
 def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:

@@ -146,7 +146,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
         if i in stages:
             synchronize(hidden.device)  # on GPU, score_s holds this stage's work only (not the layers before it)
             t0 = time.perf_counter()
-            # index_select rather than advanced indexing throughout: 4x faster for these gathers on a CPU
+            # index_select, not advanced indexing, for every gather: 4x faster here on a CPU (scratch timing)
             cur_vision = is_vision.index_select(0, state.index)
             vision = cur_vision.nonzero().view(-1)
             if fixed_keep is not None:

@@ -163,7 +163,8 @@ def _conv_channels(mixer: nn.Module, pre: torch.Tensor, channels: slice) -> torc
     return mixer.act(causal_conv(pre, *_conv_params(mixer, channels)))
 
 
-def _conv_channels_at(mixer: nn.Module, h: torch.Tensor, channels: slice, rows: torch.Tensor) -> torch.Tensor:
+def _conv_channels_at(mixer: nn.Module, h: torch.Tensor | PreNormed, channels: slice, rows: torch.Tensor
+                      ) -> torch.Tensor:
     """:func:`_conv_channels` at the tokens ``rows`` only, each from its own ``kernel`` input tokens of ``h``
     ``(L, D)`` (only those rows of ``in_proj`` are computed: the conv is depthwise).
 
