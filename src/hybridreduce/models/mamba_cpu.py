@@ -40,7 +40,7 @@ from transformers.models.nemotron_h.modeling_nemotron_h import (
     apply_mask_to_padding_states,
 )
 
-__all__ = ["causal_conv", "causal_conv1d_fn", "chunk_scan", "gated_rms_norm", "mixer_forward"]
+__all__ = ["causal_conv", "causal_conv1d_fn", "chunk_scan", "gated_rms_norm", "inverse_rms", "mixer_forward"]
 
 # The longest chunk on a CPU, whatever the model's configured chunk_size: the within-chunk work grows with it, the
 # sequential loop over chunks shrinks. `python benchmarks/mamba_cpu.py`, one scan of 8240 tokens (4 heads of 64, 1
@@ -186,6 +186,13 @@ def _carry_state(y: torch.Tensor, xdt: torch.Tensor, a_cum: torch.Tensor, Bc: to
     return torch.addcmul(chunk_states[:, :, :, -1], entering[:, :, :, -1], chunk_decay[:, :, :, -1])
 
 
+def inverse_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(..., 1)`` float32 ``rsqrt(mean(x^2) + eps)`` over the last axis of ``x`` ``(..., d)``, whatever its dtype:
+    one fused reduction (the norm) instead of a squared copy and a mean."""
+    squares = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
+    return squares.div_(x.shape[-1]).add_(eps).rsqrt_()
+
+
 def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
     """transformers' ``NemotronHRMSNormGated`` before its weight: ``rmsnorm_per_group(x * silu(gate))``, float32.
 
@@ -198,9 +205,7 @@ def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, group_size: int, eps: fl
     """
     x.mul_(F.silu(gate, inplace=True) if gate.dtype == torch.float32 else F.silu(gate.float()))
     grouped = x.view(*x.shape[:-1], -1, group_size)
-    # rsqrt(mean(x^2) + eps) from one fused reduction (the norm) instead of a squared copy and a mean
-    scale = torch.linalg.vector_norm(grouped, dim=-1, keepdim=True).square_().div_(group_size).add_(eps).rsqrt_()
-    grouped.mul_(scale)
+    grouped.mul_(inverse_rms(grouped, eps))
     return x
 
 

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.masking_utils import create_causal_mask
 
+from .mamba_cpu import inverse_rms
+
 ATTENTION, MAMBA, MLP = "attention", "mamba", "mlp"
 NEMOTRON_H_TYPES = {"full_attention": ATTENTION, "linear_attention": MAMBA, "mlp": MLP, "moe": MLP}
 PATTERN_SYMBOLS = {ATTENTION: "*", MAMBA: "M", MLP: "-"}
@@ -80,10 +82,9 @@ class PreNormed:
 
     @functools.cached_property
     def inverse_rms(self) -> torch.Tensor:
-        """``(..., L, 1)`` float32 ``rsqrt(mean(hidden^2) + eps)`` of every token, from one fused reduction (once per
-        input: every projection of it reuses it)."""
-        scale = torch.linalg.vector_norm(self.hidden, dim=-1, keepdim=True, dtype=torch.float32).square_()
-        return scale.div_(self.hidden.shape[-1]).add_(self.norm.variance_epsilon).rsqrt_()
+        """``(..., L, 1)`` float32 ``rsqrt(mean(hidden^2) + eps)`` of every token (once per input: every projection
+        of it reuses it)."""
+        return inverse_rms(self.hidden, self.norm.variance_epsilon)
 
     def apply(self) -> torch.Tensor:
         return self.norm(self.hidden.to(self.norm.weight.dtype))
