@@ -112,17 +112,20 @@ def main() -> None:
     print(f"\nload average at end: {load()}")
 
 
-def use_variant(name: str) -> None:
-    """Point the Nemotron-H mixer at transformers' forward and functions (``transformers``), at transformers'
-    forward with our conv and scan (``our conv + scan``, the routing without the mixer forward) or at ours."""
-    mixer = modeling_nemotron_h.NemotronHMamba2Mixer
-    forward = getattr(mixer.forward, "routed_from", mixer.forward)
-    if not hasattr(use_variant, "routed"):  # the routed functions, kept once
-        use_variant.routed = {n: getattr(modeling_nemotron_h, n) for n in ("causal_conv1d_fn", "mamba2_chunk_scan")}
-        use_variant.forward = mixer.forward
-    for n, routed in use_variant.routed.items():
-        setattr(modeling_nemotron_h, n, inspect.unwrap(routed) if name == "transformers" else routed)
-    mixer.forward = use_variant.forward if name == "ours" else forward
+def mixer_variants() -> dict[str, dict]:
+    """What the Nemotron-H mixer runs in each variant: transformers' forward and functions (``transformers``),
+    transformers' forward with our conv and scan (``our conv + scan``: the routing without the mixer forward) and
+    ours; as ``{attribute: function}``, ``forward`` being the mixer class's."""
+    forward = modeling_nemotron_h.NemotronHMamba2Mixer.forward
+    routed = {n: getattr(modeling_nemotron_h, n) for n in ("causal_conv1d_fn", "mamba2_chunk_scan")}
+    return {"transformers": {**{n: inspect.unwrap(f) for n, f in routed.items()}, "forward": forward.routed_from},
+            "our conv + scan": {**routed, "forward": forward.routed_from},
+            "ours": {**routed, "forward": forward}}
+
+
+def use(variant: dict) -> None:
+    for name, function in variant.items():
+        setattr(modeling_nemotron_h.NemotronHMamba2Mixer if name == "forward" else modeling_nemotron_h, name, function)
 
 
 def mixer_section(repeats: int, g: torch.Generator) -> None:
@@ -131,24 +134,25 @@ def mixer_section(repeats: int, g: torch.Generator) -> None:
     config = text_config(SHAPES["nemotron_h_8b_pattern"][1], vocab_size=16)
     block = modeling_nemotron_h.NemotronHBlock(config, layer_idx=0).eval()
     weight = block.mixer.in_proj.weight
+    split = block.mixer.intermediate_size + block.mixer.conv_dim  # [gate | xBC], then dt (mixer_forward's products)
     x = torch.randn(8240, config.hidden_size, generator=g)
     one = median_ms(lambda: torch.nn.functional.linear(x, weight), repeats)
-    two = [median_ms(lambda w=w: torch.nn.functional.linear(x, w), repeats) for w in (weight[:576], weight[576:])]
+    two = [median_ms(lambda w=w: torch.nn.functional.linear(x, w), repeats) for w in (weight[:split], weight[split:])]
     print(f"\nMamba-2 in_proj at 8240 tokens: one product {weight.shape[0]} wide {one:.1f} ms; "
-          f"{two[0]:.1f} + {two[1]:.1f} ms as 576 + {weight.shape[0] - 576}")
-    variants = ("transformers", "our conv + scan", "ours")
+          f"{two[0]:.1f} + {two[1]:.1f} ms as {split} + {weight.shape[0] - split}")
+    variants = mixer_variants()
     print("Mamba-2 block (norm, mixer, residual), median ms: " + " / ".join(variants))
     for length in (8240, 1958, 152, 49):
         hidden = torch.randn(1, length, config.hidden_size, generator=g) * 0.02
         times = {v: [] for v in variants}
         for rep in range(1 + max(repeats, 20000 // length)):
             for v in variants:
-                use_variant(v)
+                use(variants[v])
                 t = time.perf_counter()
                 block(hidden)
                 if rep:
                     times[v].append(time.perf_counter() - t)
-        use_variant("ours")
+        use(variants["ours"])
         cells = [statistics.median(times[v]) * 1000 for v in variants]
         print(f"  {length:>5} tokens: " + " / ".join(f"{c:.3f}" for c in cells)
               + f"  ({cells[0] / cells[2]:.2f}x, {cells[1] / cells[2]:.2f}x)")
