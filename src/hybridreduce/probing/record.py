@@ -44,17 +44,18 @@ class LayerRecord:
 def record_layers(stack: DecoderStack, embeds: torch.Tensor, layout: PromptLayout) -> LayerRecord:
     """Run ``embeds`` ``(1, L, D)`` through the decoder unreduced and record every scoring layer."""
     layers, types, free, decay, states = [], [], [], [], []
-    vision, query = layout.vision_idx, layout.query_idx
+    vision, query, start = layout.vision_idx, layout.query_idx, layout.query_start  # unreduced: input positions
 
     def observe(i: int, hidden: torch.Tensor, ctx: dict, state) -> None:
         kind = stack.layer_types[i]
         if kind not in SCORING_TYPES:
             return
-        score = score_layer(stack, i, hidden, ctx, query, vision, Scorer(), None)
+        score = score_layer(stack, i, hidden, ctx, query, vision, start, Scorer(), None)
         layers.append(i)
         types.append(kind)
         free.append(score.float().cpu())
-        decay.append(score_layer(stack, i, hidden, ctx, query, vision, Scorer(mamba_decay=True), None).float().cpu()
+        decay.append(score_layer(stack, i, hidden, ctx, query, vision, start, Scorer(mamba_decay=True),
+                                  None).float().cpu()
                      if kind == MAMBA else free[-1])
         states.append(hidden[0, vision].float().cpu())
 

@@ -8,6 +8,7 @@ positions of its tokens. Generation after prefill uses the reduced sequence.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,18 @@ class PromptLayout:
     vision_idx: torch.Tensor
     query_idx: torch.Tensor
     position_ids: torch.Tensor | None = None
+
+    @functools.cached_property
+    def query_start(self) -> int:
+        """Index of the first query token in the input. Read from the device once per layout (every prefill of
+        it reuses the number), after checking that the query tokens follow every vision token."""
+        if len(self.query_idx) == 0:
+            raise ValueError("PromptLayout.query_idx is empty: the scores are conditioned on the query tokens")
+        start = int(self.query_idx.min())
+        if len(self.vision_idx) and int(self.vision_idx.max()) >= start:
+            raise ValueError(f"PromptLayout: the query tokens must follow every vision token ([prefix][V][Q]); the "
+                             f"first query token is at {start}, a vision token at {int(self.vision_idx.max())}")
+        return start
 
 
 @dataclass(frozen=True)
@@ -76,33 +89,36 @@ class PrefillResult:
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """``(n,)`` bool mask of the ``k`` highest ``scores``, ties broken towards the lower index: the set that
-    ``argsort(scores, descending=True, stable=True)[:k]`` selects, without sorting all ``n`` (a partial top-k and
-    one pass; in a scratch timing, sorting 8k scores was a tenth of a stage's cost on a CPU)."""
+    ``argsort(scores, descending=True, stable=True)[:k]`` selects (NaN above +inf, as there), without sorting all
+    ``n`` (a partial top-k and a few passes; in a scratch timing, sorting 8k scores was a tenth of a stage's cost on
+    a CPU) and without reading anything back from the device."""
     n = scores.shape[0]
     if k >= n or k <= 0:
         return torch.full((n,), k > 0, dtype=torch.bool, device=scores.device)
-    kth = torch.topk(scores, k, sorted=False).values.min()
-    if not torch.isfinite(kth):  # NaN or inf at the boundary: let the sort order them
-        mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
-        mask[torch.argsort(scores, descending=True, stable=True)[:k]] = True
-        return mask
-    mask = scores > kth
-    ties = torch.nonzero(scores == kth).flatten()
-    mask[ties[: k - int(mask.sum())]] = True
-    return mask
+    top = torch.topk(scores, k, sorted=False).values  # topk, like sort, takes NaN for the largest value
+    top_nan = top.isnan()
+    kth = torch.where(top_nan, torch.inf, top).amin()  # the k-th highest, if it is not NaN
+    kth_is_nan = top_nan.all()
+    nan = scores.isnan()
+    above = (scores > kth) | (nan & ~kth_is_nan)
+    ties = torch.where(kth_is_nan, nan, scores == kth)
+    # the ties that fill the k places left, lowest index first
+    return above | (ties & (ties.cumsum(0) <= k - above.sum()))
 
 
 def score_layer(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, query: torch.Tensor,
-           vision: torch.Tensor, scorer: Scorer, generator: torch.Generator | None) -> torch.Tensor:
-    """``(|V_cur|,)`` importance of the current vision tokens at layer ``i``."""
+                vision: torch.Tensor, query_start: int, scorer: Scorer, generator: torch.Generator | None
+                ) -> torch.Tensor:
+    """``(|V_cur|,)`` importance of the current vision tokens at layer ``i``; ``query_start`` is the first query
+    token's position in the current sequence."""
     if scorer.kind == "random":
-        return torch.rand(len(vision), generator=generator)
+        return torch.rand(len(vision), generator=generator).to(hidden.device)
     from .importance import attention_importance, mamba_importance
 
     mixer, normed = stack.mixer_input(i, hidden)
     if stack.layer_types[i] == ATTENTION:
-        return attention_importance(mixer, normed, query, vision, ctx.get("rotary"))
-    return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay)
+        return attention_importance(mixer, normed, query, vision, ctx.get("rotary"), query_start=query_start)
+    return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay, query_start=query_start)
 
 
 def prefill(
@@ -114,6 +130,7 @@ def prefill(
     fixed_keep: dict[int, torch.Tensor] | None = None,
     grad: bool = False,
     observer: Callable[[int, torch.Tensor, dict, SeqState], None] | None = None,
+    timed: bool = True,
 ) -> PrefillResult:
     """Run the decoder on ``embeds`` ``(1, L, D)``, reducing vision tokens as ``schedule`` says.
 
@@ -121,12 +138,18 @@ def prefill(
     reduction while generating). With no schedule this is the model's own forward, layer by layer. ``grad``
     keeps the autograd graph (finetuning under reduction; token selection itself is not differentiable).
     ``observer(i, hidden, ctx, state)`` sees the input of every layer ``i`` after that layer's reduction (probing).
+    ``timed`` measures ``score_s``; on a GPU that synchronises the device around every stage, so a prefill
+    captured in a CUDA graph (:mod:`.cuda_graph`) runs with ``timed=False``.
+
+    A scored stage reads nothing back from the device: every shape follows from the schedule and the layout
+    (the number of vision tokens each stage keeps, the text tokens that are never dropped), so on a GPU the host
+    queues the whole prefill without waiting for it. Only ``layout.query_start`` is read, once per layout.
     """
     with torch.set_grad_enabled(grad):
-        return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer)
+        return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, timed)
 
 
-def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> PrefillResult:
+def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, timed) -> PrefillResult:
     length = embeds.shape[1]
     is_vision = torch.zeros(length, dtype=torch.bool, device=embeds.device)
     is_vision[layout.vision_idx] = True
@@ -141,32 +164,44 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
     state = SeqState(index, layout.position_ids if layout.position_ids is not None else index)
     ctx = stack.begin(hidden, state)
     per_layer, stage_keep, score_s = [], {}, 0.0
-    n_vision = len(layout.vision_idx)  # changes only at stages: no per-layer count (a device sync on GPU)
+    # Counts known on the host, so that no stage reads one from the device: vision tokens change only at stages;
+    # text tokens, the query tokens among them, are never dropped.
+    n_vision, n_query = len(layout.vision_idx), len(layout.query_idx)
+    n_text = length - n_vision
+    query_start = layout.query_start if stages and fixed_keep is None else None
     for i in range(len(stack.layers)):
         if i in stages:
-            synchronize(hidden.device)  # on GPU, score_s holds this stage's work only (not the layers before it)
+            if timed:
+                synchronize(hidden.device)  # on GPU, score_s holds this stage's work only (not the layers before)
             t0 = time.perf_counter()
             # index_select, not advanced indexing, for every gather: 4x faster here on a CPU (scratch timing)
             cur_vision = is_vision.index_select(0, state.index)
-            vision = cur_vision.nonzero().view(-1)
-            if fixed_keep is not None:
-                keep_mask = ~cur_vision | torch.isin(state.index, fixed_keep[i])
+            vision = torch.nonzero_static(cur_vision, size=n_vision).view(-1)  # (n_vision,) their positions
+            if fixed_keep is not None:  # a replay: it may read counts back
+                keep = (~cur_vision | torch.isin(state.index, fixed_keep[i])).nonzero().view(-1)
+                n_kept = len(keep) - n_text
             else:
-                k = min(stages[i], len(vision))
+                n_kept = min(stages[i], n_vision)
                 keep_mask = ~cur_vision  # text tokens stay; the vision ones are chosen next
-                if 0 < k < len(vision):  # otherwise the stage keeps all or none: nothing to rank
-                    query = (is_query.index_select(0, state.index).nonzero().view(-1) if scorer.query == "question"
-                             else torch.tensor([hidden.shape[1] - 1], device=hidden.device))
-                    scores = score_layer(stack, i, hidden, ctx, query, vision, scorer, generator)
-                    keep_mask[vision] = top_k_mask(scores, k)
-                elif k > 0:
-                    keep_mask[vision] = True
-            keep = keep_mask.nonzero().view(-1)
+                if 0 < n_kept < n_vision:  # otherwise the stage keeps all or none: nothing to rank
+                    query = (torch.nonzero_static(is_query.index_select(0, state.index), size=n_query).view(-1)
+                             if scorer.query == "question" else
+                             torch.arange(hidden.shape[1] - 1, hidden.shape[1], device=hidden.device))
+                    # the first query token's position: every token dropped so far lay before it
+                    first = query_start - (len(layout.vision_idx) - n_vision)
+                    scores = score_layer(stack, i, hidden, ctx, query, vision, first, scorer, generator)
+                    chosen = torch.nonzero_static(top_k_mask(scores, n_kept), size=n_kept).view(-1)
+                    keep_mask.index_fill_(0, vision.index_select(0, chosen), True)
+                elif n_kept > 0:
+                    keep_mask.fill_(True)
+                keep = torch.nonzero_static(keep_mask, size=n_text + n_kept).view(-1)
             hidden, state = hidden.index_select(1, keep), state.select(keep)
-            stage_keep[i] = state.index[is_vision.index_select(0, state.index)]
-            n_vision = len(stage_keep[i])
+            n_vision = n_kept
+            stage_keep[i] = state.index.index_select(
+                0, torch.nonzero_static(is_vision.index_select(0, state.index), size=n_vision).view(-1))
             ctx = stack.begin(hidden, state)
-            synchronize(hidden.device)
+            if timed:
+                synchronize(hidden.device)
             score_s += time.perf_counter() - t0
         per_layer.append(n_vision)
         if observer is not None:

@@ -16,8 +16,6 @@ model's dtype and are widened to float32, see :func:`_linear_rows`.)
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,22 +53,27 @@ def _linear_rows(layer: nn.Linear, x: torch.Tensor | PreNormed, *rows: slice,
 
 
 def _normalise(score: torch.Tensor) -> torch.Tensor:
-    """Scale to sum 1; uniform when the score carries no mass (e.g. all products underflowed)."""
+    """Scale to sum 1; uniform when the score carries no mass (e.g. all products underflowed) or is not finite.
+    Decided on the device: no host read."""
     total = score.sum()
-    mass = float(total)  # one host read (a device sync on GPU) decides both cases
-    if not math.isfinite(mass) or mass <= 0:
-        return torch.full_like(score, 1.0 / max(score.numel(), 1))
-    return score / total
+    uniform = torch.full_like(score, 1.0 / max(score.numel(), 1))
+    return torch.where(torch.isfinite(total) & (total > 0), score / total, uniform)
 
 
-def _check_indices(query_idx: torch.Tensor, vision_idx: torch.Tensor, seq_len: int) -> None:
+def _first_query(query_idx: torch.Tensor, vision_idx: torch.Tensor, seq_len: int, query_start: int | None) -> int:
+    """The first query token's position: ``query_start`` when the caller knows it (the engine does; the indices
+    are then its own, and nothing is read back from the device), otherwise read from ``query_idx`` after checking
+    both index tensors."""
     if query_idx.numel() == 0:
         raise ValueError("query_idx is empty: the score is conditioned on the query tokens")
+    if query_start is not None:
+        return query_start
     for name, idx in (("query_idx", query_idx), ("vision_idx", vision_idx)):
         if idx.numel():
-            low, high = (int(v) for v in torch.aminmax(idx))  # one reduction per index (runs at every stage)
+            low, high = (int(v) for v in torch.aminmax(idx))
             if low < 0 or high >= seq_len:
                 raise ValueError(f"{name} out of range for a sequence of {seq_len} tokens")
+    return int(query_idx.min())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,6 +88,7 @@ def attention_importance(
     query_idx: torch.Tensor,
     vision_idx: torch.Tensor,
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    query_start: int | None = None,
 ) -> torch.Tensor:
     """Mean causal attention probability that the query tokens give to each vision token.
 
@@ -102,13 +106,16 @@ def attention_importance(
             Positions of the vision tokens in the current sequence.
         position_embeddings (`tuple(torch.Tensor)` of two tensors of shape `(1, L, head_dim)`, *optional*):
             `(cos, sin)` of the current sequence; required for RoPE attention (Qwen2), left out otherwise.
+        query_start (`int`, *optional*):
+            `min(query_idx)`, when the caller knows it: the score then reads nothing back from the device (no
+            sync on a GPU), and the indices are not checked. Otherwise it is read, after checking the indices.
 
     Returns:
         `torch.Tensor` of shape `(|V|,)`, float32, non-negative, summing to 1.
     """
     h = _tokens(hidden)
     seq_len = h.shape[0]
-    _check_indices(query_idx, vision_idx, seq_len)
+    first = _first_query(query_idx, vision_idx, seq_len, query_start)
     query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
     if isinstance(attn, Qwen2Attention) and position_embeddings is None:
         raise ValueError("Qwen2Attention needs position_embeddings=(cos, sin) for the current sequence")
@@ -129,7 +136,6 @@ def attention_importance(
     q = q.permute(1, 0, 2).reshape(n_kv, n_rep * len(query_idx), d)  # (kv_heads, n_rep * Q, d)
     logits = (q @ k.permute(1, 2, 0)).view(n_kv, n_rep, -1, seq_len)  # (kv_heads, n_rep, Q, L)
     # Causal: only keys at or after the first query token can lie after some query row.
-    first = int(query_idx.min())
     later = torch.arange(first, seq_len, device=h.device)[None, :] > query_idx[:, None]  # (Q, L - first)
     logits[..., first:].masked_fill_(later, float("-inf"))
     probs = logits.softmax(dim=-1)  # over all keys 0..t
@@ -247,6 +253,7 @@ def mamba_importance(
     vision_idx: torch.Tensor,
     decay: bool = False,
     use_x_norm: bool = False,
+    query_start: int | None = None,
 ) -> torch.Tensor:
     """Query-conditioned importance of vision tokens from the implicit attention of a Mamba-2 layer.
 
@@ -267,19 +274,21 @@ def mamba_importance(
             Include the state decay ``exp(A_h * sum dt)`` (ablation).
         use_x_norm (`bool`, *optional*, defaults to `False`):
             Weight each source token by the norm of its SSM input ``x_s`` per head.
+        query_start (`int`, *optional*):
+            `min(query_idx)`, when the caller knows it (see `attention_importance`).
 
     Returns:
         `torch.Tensor` of shape `(|V|,)`, float32, non-negative, summing to 1.
     """
     h = _tokens(hidden)
-    _check_indices(query_idx, vision_idx, h.shape[0])
+    first = _first_query(query_idx, vision_idx, h.shape[0], query_start)
     query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
     x, B, C, dt, A = _ssm_inputs(mixer, h, with_x=use_x_norm, c_rows=query_idx)
 
     # |C_t . B_s| per group for every column and the query rows (no gather of B): (n_groups, L, Q). B is read in
     # place (a strided view of the conv output), the query rows are the short side.
     cb = torch.bmm(B.transpose(0, 1), C.permute(1, 2, 0)).abs_()
-    first = int(query_idx.min())  # causal: only columns at or after the first query token can lie after a row
+    # causal: only columns at or after the first query token can lie after a row
     cb[:, first:] *= torch.arange(first, h.shape[0], device=h.device)[:, None] <= query_idx[None, :]
     weight = dt.index_select(0, vision_idx).T  # (heads, V): dt_s of each head
     if use_x_norm:
