@@ -9,12 +9,15 @@
 #    not needed: without it transformers' Mamba-2 mixer runs its depthwise convolution with torch's conv1d.
 # 2. tests/test_gpu.py (the CUDA path against the CPU), while the build runs.
 # 3. Once mamba-ssm imports: tests/test_gpu.py again, now on mamba-ssm's Triton scan, then
-#    `benchmarks/prefill.py --save --explain` (real widths, bfloat16). If the build failed or ran past
-#    BUILD_TIMEOUT seconds (default 280), the benchmark runs on the reference scan, and its first line says so.
+#    `benchmarks/prefill.py --save --explain --profile` (real widths, bfloat16, eager: every kernel launched from
+#    Python; the profile of one reduced prefill shows where its time goes) and
+#    `benchmarks/prefill.py --save --cuda-graphs` (every prefill captured in a CUDA graph and replayed). If the build
+#    failed or ran past BUILD_TIMEOUT seconds (default 280), the benchmarks run on the reference scan, and their
+#    first lines say so.
 #
-# Logs and the benchmark record (benchmarks/records/prefill_gpu.json) are also copied to OUT_DIR (default: logs/gpu).
-# Extra arguments for prefill.py: PREFILL_ARGS="--repeats 5"; LONG_VISION=32768 also runs it (unsaved) at that
-# many vision tokens. Needs python3 with torch (CUDA) and pytest.
+# Logs and the benchmark records (benchmarks/records/prefill_gpu.json, prefill_gpu_graphs.json) are also copied to
+# OUT_DIR (default: logs/gpu). Extra arguments for prefill.py: PREFILL_ARGS="--repeats 5"; LONG_VISION=32768 also
+# runs it (unsaved, CUDA graphs) at that many vision tokens. Needs python3 with torch (CUDA) and pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=${1:-}
@@ -72,12 +75,15 @@ if [ -n "$build_pid" ]; then
         stamp "mamba-ssm does not import: $(tail -n 1 "$OUT_DIR/mamba_import.log")"
     fi
 fi
-stamp "benchmarks/prefill.py"
+stamp "benchmarks/prefill.py, eager"
 # shellcheck disable=SC2086
-timeout 300 python3 benchmarks/prefill.py --save --explain ${PREFILL_ARGS:-} 2>&1 | tee "$OUT_DIR/prefill_gpu.log"
-cp benchmarks/records/prefill_gpu.json "$OUT_DIR/" 2>/dev/null
+timeout 300 python3 benchmarks/prefill.py --save --explain --profile ${PREFILL_ARGS:-} 2>&1 | tee "$OUT_DIR/prefill_gpu.log"
+stamp "benchmarks/prefill.py, CUDA graphs"
+# shellcheck disable=SC2086
+timeout 300 python3 benchmarks/prefill.py --save --cuda-graphs ${PREFILL_ARGS:-} 2>&1 | tee "$OUT_DIR/prefill_gpu_graphs.log"
+cp benchmarks/records/prefill_gpu.json benchmarks/records/prefill_gpu_graphs.json "$OUT_DIR/" 2>/dev/null
 if [ -n "${LONG_VISION:-}" ]; then  # a longer video too (printed, not saved): how the ratios move with N
-    stamp "benchmarks/prefill.py --vision $LONG_VISION"
-    timeout 300 python3 benchmarks/prefill.py --vision "$LONG_VISION" 2>&1 | tee "$OUT_DIR/prefill_gpu_long.log"
+    stamp "benchmarks/prefill.py --cuda-graphs --vision $LONG_VISION"
+    timeout 300 python3 benchmarks/prefill.py --cuda-graphs --vision "$LONG_VISION" 2>&1 | tee "$OUT_DIR/prefill_gpu_long.log"
 fi
 stamp "done"

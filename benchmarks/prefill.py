@@ -1,6 +1,7 @@
 """Prefill speedup of in-LLM reduction against its analytic limit, and the share of prefill spent scoring.
 
     python benchmarks/prefill.py [--save] [--explain] [--vision 8192] [--repeats 5] [--device auto|cpu|cuda]
+                                 [--cuda-graphs] [--profile [ROWS]]
 
 Two random-weight decoders built from transformers' own config classes, shaped like real ones: a hybrid with
 Nemotron-H-8B's 52-layer pattern (Mamba-2 / attention / MLP) and a 24-layer Qwen2-class Transformer. The prompt
@@ -19,7 +20,12 @@ the default when one is present) the real widths are used in bfloat16, and the M
 kernels when that package is installed (the output says which). ``--explain`` adds, per layer type, how its
 measured cost shrinks with the token count against the analytic FLOPs at the lowest budget's token counts (where a
 shortfall comes from).
-``--save`` writes benchmarks/records/prefill_<device>.json.
+``--cuda-graphs`` (GPU) captures every timed prefill, the unreduced one included, in a CUDA graph
+(reduction/cuda_graph.py) and times its replays. A graph cannot be timed in parts, so there the scoring share is
+1 - oracle / reduced, where the oracle is the same reduced prefill captured with the kept tokens given
+(``fixed_keep``) instead of scored: the scores and the top-k, without the gathers both runs make.
+``--profile`` prints torch.profiler's top operators of one eager prefill at the lowest budget.
+``--save`` writes benchmarks/records/prefill_<device>[_graphs].json.
 """
 
 from __future__ import annotations
@@ -82,8 +88,26 @@ def build(llm: dict, device: torch.device, dtype: torch.dtype):
         return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
-def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype: torch.dtype, repeats: int,
-                explain: bool = False) -> list[dict]:
+def timed_runs(stack, embeds, layout, plans: dict, graphs: bool) -> dict:
+    """What :func:`bench_model` times: ``none`` and each budget's reduced prefill, eager or as CUDA graph replays
+    (with each budget's oracle, ``(budget, "oracle")``: see the module's docstring)."""
+    if not graphs:
+        runs = {"none": lambda: prefill(stack, embeds, layout)}
+        runs.update({b: (lambda s=s: prefill(stack, embeds, layout, s)) for b, s in plans.items()})
+        return runs
+    from hybridreduce.reduction.cuda_graph import CapturedPrefill
+
+    runs = {"none": CapturedPrefill(stack, embeds, layout)}
+    for b, s in plans.items():
+        runs[b] = CapturedPrefill(stack, embeds, layout, s)
+        kept = {i: k.clone() for i, k in runs[b]().stage_keep.items()}
+        runs[b, "oracle"] = CapturedPrefill(stack, embeds, layout, s, fixed_keep=kept)
+    return runs
+
+
+def bench_model(name: str, llm: dict, device: torch.device, dtype: torch.dtype, args: argparse.Namespace
+                ) -> list[dict]:
+    n_vision, graphs = args.vision, args.cuda_graphs
     model = build(llm, device, dtype)
     stack = stack_for(model)
     length = PREFIX + n_vision + QUERY
@@ -92,16 +116,15 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
     layout = PromptLayout(vision_idx=torch.arange(PREFIX, PREFIX + n_vision, device=device),
                           query_idx=torch.arange(PREFIX + n_vision, length, device=device))
     plans = {b: plan("hybrid_progressive", stack.layer_types, b, n_vision, REDUCTION)[0] for b in BUDGETS}
-    runs = {"none": lambda: prefill(stack, embeds, layout)}
-    runs.update({b: (lambda s=s: prefill(stack, embeds, layout, s)) for b, s in plans.items()})
     sync = partial(synchronize, device)
-    medians, cpu, last = interleaved(runs, repeats, sync=sync)
+    medians, cpu, last = interleaved(timed_runs(stack, embeds, layout, plans, graphs), args.repeats, sync=sync)
 
     text = PREFIX + QUERY
     flops_none = prefill_flops(stack, [text + n_vision] * len(stack.layers))
     pattern = layer_pattern(stack.layer_types)
     print(f"\n{name}: {len(stack.layers)} layers {pattern}, hidden {model.config.hidden_size}, {n_vision} vision "
-          f"+ {text} text tokens, {dtype}; prefill without reduction {medians['none'] * 1000:.0f} ms")
+          f"+ {text} text tokens, {dtype}; prefill without reduction {medians['none'] * 1000:.0f} ms"
+          + (" (CUDA graphs)" if graphs else ""))
     print(f"  {'budget':>6} {'realised':>8} {'prefill ms':>10} {'speedup':>8} {'limit':>6} {'quotient':>8} "
           f"{'scoring':>8} {'cpu-time speedup':>16} {'quotient':>8}")
     rows = []
@@ -110,7 +133,8 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
         assert result.vision_per_layer == plans[b].tokens_per_layer()
         limit = flops_none / prefill_flops(stack, [text + n for n in result.vision_per_layer])
         speedup = medians["none"] / medians[b]
-        quotient, share = speedup / limit, result.score_s / medians[b]
+        quotient = speedup / limit
+        share = 1 - medians[b, "oracle"] / medians[b] if graphs else result.score_s / medians[b]
         cpu_speedup = cpu["none"] / cpu[b]
         print(f"  {b:>6g} {plans[b].realised_budget:>8.3f} {medians[b] * 1000:>10.0f} {speedup:>8.2f} "
               f"{limit:>6.2f} {quotient:>8.3f} {share:>8.2%} {cpu_speedup:>16.2f} {cpu_speedup / limit:>8.3f}"
@@ -121,10 +145,29 @@ def bench_model(name: str, llm: dict, n_vision: int, device: torch.device, dtype
                  row(setting, "cpu_time_speedup_over_limit", cpu_speedup / limit, "ratio"),
                  row(setting, "scoring_share", share, "fraction of prefill", SCORING_TARGET, higher_is_better=False)]
     rows.append(row(f"{name} b=1", "prefill_none_s", medians["none"], "s"))
-    if explain:
+    if args.explain:
         lowest = [text + n for n in plans[min(BUDGETS)].tokens_per_layer()]  # furthest from the full sequence
         explain_scaling(stack, lowest, device, model.config.hidden_size, dtype, sync)
+    if args.profile:
+        profile_prefill(stack, embeds, layout, plans[min(BUDGETS)], device, args.profile)
     return rows
+
+
+@torch.no_grad()
+def profile_prefill(stack, embeds, layout, schedule, device, rows: int) -> None:
+    """The ``rows`` operators of one eager reduced prefill with the most self time on the device (GPU) or the
+    host (CPU), from torch.profiler; its totals show whether the host's launches or the device's kernels bound it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gpu = device.type == "cuda"
+    prefill(stack, embeds, layout, schedule)  # warm
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+        prefill(stack, embeds, layout, schedule)
+        synchronize(device)
+    print(f"  profile of one eager prefill at b={min(BUDGETS):g} (torch.profiler):")
+    print(prof.key_averages().table(sort_by="self_device_time_total" if gpu else "self_cpu_time_total",
+                                    row_limit=rows))
 
 
 @torch.no_grad()  # as the engine's prefill runs (on a CPU the Mamba-2 layers then run models/mamba_cpu)
@@ -178,7 +221,12 @@ def main() -> None:
                         help="auto: the real widths on a GPU, the scaled-down ones on CPU")
     parser.add_argument("--explain", action="store_true",
                         help="also time one layer of each type at every token count the schedules reach")
-    parser.add_argument("--save", action="store_true", help="write benchmarks/records/prefill_<device>.json")
+    parser.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="ROWS",
+                        help="also print torch.profiler's top operators of one eager prefill at the lowest budget")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="time CUDA graph replays of every prefill (GPU only; see above)")
+    parser.add_argument("--save", action="store_true",
+                        help="write benchmarks/records/prefill_<device>[_graphs].json")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's adaptive malloc thresholds as they are (see common.retain_freed_memory)")
     args = parser.parse_args()
@@ -187,6 +235,8 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
+    if args.cuda_graphs and not gpu:
+        parser.error(f"--cuda-graphs needs a CUDA device; this run's device is {device}")
     device_name = torch.cuda.get_device_name(device) if gpu else "cpu"
     line = machine(f"{device_name} ({describe(device)})", args.threads, allocator)
     print(line)
@@ -194,11 +244,11 @@ def main() -> None:
     for name in args.models:
         real, small = SHAPES[name]
         real_widths = args.widths == "real" or (args.widths == "auto" and gpu)
-        rows += bench_model(name, real if real_widths else small, args.vision, device,
-                            torch.bfloat16 if gpu else torch.float32, args.repeats, args.explain)
+        rows += bench_model(name, real if real_widths else small, device, torch.bfloat16 if gpu else torch.float32,
+                            args)
     print(f"\nload average at end: {load()}")
     if args.save:
-        print("saved", save(f"prefill_{'gpu' if gpu else 'cpu'}", line, rows))
+        print("saved", save(f"prefill_{'gpu' if gpu else 'cpu'}{'_graphs' if args.cuda_graphs else ''}", line, rows))
 
 
 if __name__ == "__main__":

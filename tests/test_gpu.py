@@ -1,6 +1,7 @@
 """The CUDA path, against the same model on the CPU: the layer-wise prefill, both importance scores and a reduced
-prefill. transformers' Mamba-2 mixer runs mamba-ssm's Triton scan on the GPU when mamba-ssm imports, its PyTorch
-reference scan otherwise; ``test_mamba_ssm_runs_on_gpu_and_the_reference_on_cpu`` checks which one ran.
+prefill; and a reduced prefill captured in a CUDA graph. transformers' Mamba-2 mixer runs mamba-ssm's Triton scan
+on the GPU when mamba-ssm imports, its PyTorch reference scan otherwise;
+``test_mamba_ssm_runs_on_gpu_and_the_reference_on_cpu`` checks which one ran.
 
 Skipped without a CUDA device (CI machines have none). Tolerances: float32 on both sides, but cuDNN convolutions and
 Triton's float32 dot products use TF32 on the GPU (about 1e-3 relative).
@@ -110,6 +111,29 @@ def test_reduced_prefill_on_gpu_follows_the_schedule(pair):
     for layer, kept in on_cpu.stage_keep.items():
         same = len(set(kept.tolist()) & set(on_gpu.stage_keep[layer].tolist())) / len(kept)
         assert same >= 0.9, (layer, same)
+
+
+def test_captured_reduced_prefill_replays_the_eager_one(pair):
+    """A CUDA graph of the reduced prefill (scored, and replaying fixed kept tokens) gives the eager prefill's kept
+    tokens and logits, on the input it was captured with and on a new one copied in. The capture itself shows that
+    the prefill never synchronises: CUDA refuses any synchronisation while a stream is captured."""
+    from hybridreduce.reduction.cuda_graph import CapturedPrefill
+
+    _, gpu, embeds = pair
+    stack = stack_for(gpu)
+    schedule, scorer = plan("hybrid_progressive", stack.layer_types, 0.25, VISION, {"first_layer": 1, "num_stages": 3})
+    lay = layout("cuda")
+    first, second = embeds.cuda(), torch.randn_like(embeds).cuda()
+    captured = CapturedPrefill(stack, first, lay, schedule, scorer)
+    for h in (first, second, first):
+        eager = prefill(stack, h, lay, schedule, scorer)
+        replay = captured(h)
+        assert replay.vision_per_layer == eager.vision_per_layer == schedule.tokens_per_layer()
+        for layer, kept in eager.stage_keep.items():
+            assert torch.equal(replay.stage_keep[layer], kept), layer
+        assert rel_err(replay.logits, eager.logits) < 1e-3
+    oracle = CapturedPrefill(stack, second, lay, schedule, fixed_keep=prefill(stack, second, lay, schedule).stage_keep)
+    assert rel_err(oracle().logits, prefill(stack, second, lay, schedule, scorer).logits) < 1e-3
 
 
 def test_mamba_ssm_runs_on_gpu_and_the_reference_on_cpu():

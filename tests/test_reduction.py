@@ -309,7 +309,7 @@ class HostReads(TorchDispatchMode):
     ``bool()``, ``.item()``) or a shape that depends on values (``nonzero``, boolean indexing). On a GPU each one
     waits for every queued kernel, and none may run while a CUDA graph is captured."""
 
-    READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::is_nonzero"}
+    READS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::is_nonzero"})
 
     def __init__(self):
         super().__init__()
@@ -349,9 +349,30 @@ def test_a_reduced_prefill_reads_nothing_back_from_the_device(build, query):
     torch.testing.assert_close(result.logits, replayed.logits, rtol=0, atol=0)
 
 
+def test_a_replay_of_tokens_that_are_not_present_vision_tokens_is_refused():
+    model = qwen2()
+    stack, embeds = stack_for(model), embeds_for(model)
+    schedule = Schedule("fixed", (1,), (3,), len(stack.layers), 40)
+    for bad in (torch.tensor([4, 5, 50]), torch.tensor([4, 5, 5])):  # a query token; a repeated index
+        with pytest.raises(ValueError, match=r"fixed_keep\[1\] must hold distinct input indices of vision tokens"):
+            prefill(stack, embeds, LAYOUT, schedule, fixed_keep={1: bad})
+
+
+def test_a_cuda_graph_prefill_refuses_what_it_cannot_capture():
+    """The capture itself needs a GPU (tests/test_gpu.py); what it cannot capture is refused by name."""
+    from hybridreduce.reduction.cuda_graph import CapturedPrefill
+
+    model = qwen2()
+    stack, embeds = stack_for(model), embeds_for(model)
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        CapturedPrefill(stack, embeds, LAYOUT)
+    with pytest.raises(ValueError, match="random scorer"):
+        CapturedPrefill(stack, embeds, LAYOUT, scorer=Scorer("random"))
+
+
 def test_a_layout_with_query_tokens_before_vision_tokens_is_refused():
     with pytest.raises(ValueError, match="query tokens must follow every vision token"):
-        PromptLayout(vision_idx=torch.arange(4, 44), query_idx=torch.arange(30, 56)).query_start
+        _ = PromptLayout(vision_idx=torch.arange(4, 44), query_idx=torch.arange(30, 56)).query_start
 
 
 def test_reduced_prefill_with_eager_attention_after_sdpa_equals_a_fresh_eager_stack():

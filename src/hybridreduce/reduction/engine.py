@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models.stack import ATTENTION, MAMBA, DecoderStack, SeqState
-from ..scoring.latency import synchronize
+from ..scoring.latency import capturing, synchronize
 from .schedule import Schedule
 
 
@@ -130,7 +130,6 @@ def prefill(
     fixed_keep: dict[int, torch.Tensor] | None = None,
     grad: bool = False,
     observer: Callable[[int, torch.Tensor, dict, SeqState], None] | None = None,
-    timed: bool = True,
 ) -> PrefillResult:
     """Run the decoder on ``embeds`` ``(1, L, D)``, reducing vision tokens as ``schedule`` says.
 
@@ -138,18 +137,18 @@ def prefill(
     reduction while generating). With no schedule this is the model's own forward, layer by layer. ``grad``
     keeps the autograd graph (finetuning under reduction; token selection itself is not differentiable).
     ``observer(i, hidden, ctx, state)`` sees the input of every layer ``i`` after that layer's reduction (probing).
-    ``timed`` measures ``score_s``; on a GPU that synchronises the device around every stage, so a prefill
-    captured in a CUDA graph (:mod:`.cuda_graph`) runs with ``timed=False``.
 
-    A scored stage reads nothing back from the device: every shape follows from the schedule and the layout
-    (the number of vision tokens each stage keeps, the text tokens that are never dropped), so on a GPU the host
-    queues the whole prefill without waiting for it. Only ``layout.query_start`` is read, once per layout.
+    A stage reads nothing back from the device: every shape follows from the schedule and the layout (the number
+    of vision tokens each stage keeps, the text tokens that are never dropped), so on a GPU the host queues the
+    whole prefill without waiting for it, and the prefill can be captured in a CUDA graph (:mod:`.cuda_graph`).
+    Only ``layout.query_start`` is read, once per layout, and outside a capture a replay checks ``fixed_keep``.
+    ``score_s`` synchronises the device around every stage; in a capture it is not measured (0).
     """
     with torch.set_grad_enabled(grad):
-        return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, timed)
+        return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer)
 
 
-def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, timed) -> PrefillResult:
+def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> PrefillResult:
     length = embeds.shape[1]
     is_vision = torch.zeros(length, dtype=torch.bool, device=embeds.device)
     is_vision[layout.vision_idx] = True
@@ -169,6 +168,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, time
     n_vision, n_query = len(layout.vision_idx), len(layout.query_idx)
     n_text = length - n_vision
     query_start = layout.query_start if stages and fixed_keep is None else None
+    timed = not capturing(embeds.device)  # a graph capture may not wait for the device
     for i in range(len(stack.layers)):
         if i in stages:
             if timed:
@@ -176,14 +176,18 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, time
             t0 = time.perf_counter()
             # index_select, not advanced indexing, for every gather: 4x faster here on a CPU (scratch timing)
             cur_vision = is_vision.index_select(0, state.index)
-            vision = torch.nonzero_static(cur_vision, size=n_vision).view(-1)  # (n_vision,) their positions
-            if fixed_keep is not None:  # a replay: it may read counts back
-                keep = (~cur_vision | torch.isin(state.index, fixed_keep[i])).nonzero().view(-1)
-                n_kept = len(keep) - n_text
+            if fixed_keep is not None:
+                replayed = cur_vision & torch.isin(state.index, fixed_keep[i], assume_unique=True)  # no unique(): no sync
+                n_kept = len(fixed_keep[i])
+                if timed and int(replayed.sum()) != n_kept:  # checked in the warm-up runs of a captured one
+                    raise ValueError(f"fixed_keep[{i}] must hold distinct input indices of vision tokens present "
+                                     f"at layer {i}: {n_kept} indices, {int(replayed.sum())} of them such tokens")
+                keep_mask = ~cur_vision | replayed
             else:
                 n_kept = min(stages[i], n_vision)
                 keep_mask = ~cur_vision  # text tokens stay; the vision ones are chosen next
                 if 0 < n_kept < n_vision:  # otherwise the stage keeps all or none: nothing to rank
+                    vision = torch.nonzero_static(cur_vision, size=n_vision).view(-1)  # their positions
                     query = (torch.nonzero_static(is_query.index_select(0, state.index), size=n_query).view(-1)
                              if scorer.query == "question" else
                              torch.arange(hidden.shape[1] - 1, hidden.shape[1], device=hidden.device))
@@ -194,7 +198,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, time
                     keep_mask.index_fill_(0, vision.index_select(0, chosen), True)
                 elif n_kept > 0:
                     keep_mask.fill_(True)
-                keep = torch.nonzero_static(keep_mask, size=n_text + n_kept).view(-1)
+            keep = torch.nonzero_static(keep_mask, size=n_text + n_kept).view(-1)
             hidden, state = hidden.index_select(1, keep), state.select(keep)
             n_vision = n_kept
             stage_keep[i] = state.index.index_select(
@@ -202,7 +206,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer, time
             ctx = stack.begin(hidden, state)
             if timed:
                 synchronize(hidden.device)
-            score_s += time.perf_counter() - t0
+                score_s += time.perf_counter() - t0
         per_layer.append(n_vision)
         if observer is not None:
             observer(i, hidden, ctx, state)

@@ -18,6 +18,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def capturing(device: torch.device) -> bool:
+    """Whether work on ``device`` is being captured into a CUDA graph: then nothing may wait for the device or read
+    a value back from it."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def timed(fn: Callable[[], object], device: torch.device, warmup: int = 1, repeats: int = 3) -> tuple[object, float]:
     """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; returns the last result and the median
     wall time in seconds."""
