@@ -53,8 +53,14 @@ class CapturedPrefill:
                 run()
         torch.cuda.current_stream(embeds.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.result = run()
+        try:
+            with torch.cuda.graph(self.graph):
+                self.result = run()
+        except RuntimeError as error:  # CUDA's own message names the failing call, not the operator that made it
+            raise RuntimeError(
+                "capturing the prefill in a CUDA graph failed: some operator synchronised with the device or cannot "
+                "be captured. Run the prefill eagerly under torch.cuda.set_sync_debug_mode('warn') to find it"
+            ) from error
 
     def __call__(self, embeds: torch.Tensor | None = None) -> PrefillResult:
         """Replay on ``embeds`` (default: the last input again); returns :attr:`result`, overwritten in place."""
