@@ -306,18 +306,22 @@ def test_top_k_mask_selects_what_a_stable_descending_sort_selects():
 
 class HostReads(TorchDispatchMode):
     """Counts the operators that read a tensor's values back to the host: a scalar read (``int()``, ``float()``,
-    ``bool()``, ``.item()``) or a shape that depends on values (``nonzero``, boolean indexing). On a GPU each one
-    waits for every queued kernel, and none may run while a CUDA graph is captured."""
+    ``bool()``, ``.item()``) or a shape that depends on values (``nonzero``, ``masked_select``, indexing with a
+    boolean mask, which calls ``nonzero`` below this mode). On a GPU each one waits for every queued kernel, and
+    none may run while a CUDA graph is captured."""
 
     READS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::is_nonzero"})
+    INDEXING = frozenset({"aten::index", "aten::index_put", "aten::index_put_"})
 
     def __init__(self):
         super().__init__()
         self.seen: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in self.READS:
-            self.seen.append(func._schema.name)
+        name = func._schema.name
+        indices = args[1] if name in self.INDEXING and len(args) > 1 else ()
+        if name in self.READS or any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in indices):
+            self.seen.append(name)
         return func(*args, **(kwargs or {}))
 
 
@@ -353,7 +357,8 @@ def test_a_replay_of_tokens_that_are_not_present_vision_tokens_is_refused():
     model = qwen2()
     stack, embeds = stack_for(model), embeds_for(model)
     schedule = Schedule("fixed", (1,), (3,), len(stack.layers), 40)
-    for bad in (torch.tensor([4, 5, 50]), torch.tensor([4, 5, 5])):  # a query token; a repeated index
+    # a query token; a repeated index; no token at all
+    for bad in (torch.tensor([4, 5, 50]), torch.tensor([4, 5, 5]), torch.tensor([4, 5, 99])):
         with pytest.raises(ValueError, match=r"fixed_keep\[1\] must hold distinct input indices of vision tokens"):
             prefill(stack, embeds, LAYOUT, schedule, fixed_keep={1: bad})
 

@@ -27,7 +27,9 @@ class CapturedPrefill:
 
     Args:
         embeds (`torch.Tensor` of shape `(1, L, D)`): on a CUDA device; the graph's first input.
-        Others: as :func:`~.engine.prefill`. A ``fixed_keep`` replay is checked in the warm-up runs.
+        Others: as :func:`~.engine.prefill`, with the layout's and ``fixed_keep``'s tensors on ``embeds``' device.
+        A ``fixed_keep`` replay is checked in the warm-up runs. The object keeps every input alive, since the graph
+        reads their memory.
 
     The returned :class:`~.engine.PrefillResult` is the same object at every call. Its tensors live in the graph's
     memory, and the next replay overwrites them: clone what you keep. ``score_s`` is 0, because a graph cannot be
@@ -41,26 +43,36 @@ class CapturedPrefill:
             raise ValueError("the random scorer draws its scores on the host: it cannot run in a CUDA graph")
         if embeds.device.type != "cuda":
             raise ValueError(f"CapturedPrefill needs CUDA tensors, got embeds on {embeds.device}")
+        inputs = {"layout.vision_idx": layout.vision_idx, "layout.query_idx": layout.query_idx,
+                  "layout.position_ids": layout.position_ids,
+                  **{f"fixed_keep[{i}]": k for i, k in (fixed_keep or {}).items()}}
+        for name, tensor in inputs.items():  # a copy from the host cannot be captured
+            if tensor is not None and tensor.device != embeds.device:
+                raise ValueError(f"CapturedPrefill: {name} is on {tensor.device}, embeds on {embeds.device}; "
+                                 "a graph can only read tensors on its own device")
         self.embeds = embeds.detach().clone()  # the graph's input buffer
+        # The graph reads these tensors' memory but holds no reference to them: keep them alive with it.
+        self._captured_inputs = (stack, layout, schedule, scorer, fixed_keep)
 
         def run() -> PrefillResult:
             return prefill(stack, self.embeds, layout, schedule, scorer, fixed_keep)
 
-        side = torch.cuda.Stream(embeds.device)
-        side.wait_stream(torch.cuda.current_stream(embeds.device))
-        with torch.cuda.stream(side):
-            for _ in range(max(1, warmup)):
-                run()
-        torch.cuda.current_stream(embeds.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(self.graph):
-                self.result = run()
-        except RuntimeError as error:  # CUDA's own message names the failing call, not the operator that made it
-            raise RuntimeError(
-                "capturing the prefill in a CUDA graph failed: some operator synchronised with the device or cannot "
-                "be captured. Run the prefill eagerly under torch.cuda.set_sync_debug_mode('warn') to find it"
-            ) from error
+        with torch.cuda.device(embeds.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(max(1, warmup)):
+                    run()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(self.graph):
+                    self.result = run()
+            except RuntimeError as error:  # CUDA's message names the failing call, not the operator that made it
+                raise RuntimeError(
+                    "capturing the prefill in a CUDA graph failed: some operator synchronised with the device or "
+                    "cannot be captured. Run the prefill eagerly under torch.cuda.set_sync_debug_mode('warn') to "
+                    "find it") from error
 
     def __call__(self, embeds: torch.Tensor | None = None) -> PrefillResult:
         """Replay on ``embeds`` (default: the last input again); returns :attr:`result`, overwritten in place."""
