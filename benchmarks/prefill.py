@@ -25,7 +25,8 @@ shortfall comes from).
 1 - oracle / reduced, where the oracle is the same reduced prefill captured with the kept tokens given
 (``fixed_keep``) instead of scored: the scores and the top-k, without the gathers both runs make (the record's
 unit says so). In graph mode the cpu-time columns mostly measure the host waiting for the device.
-``--profile`` prints torch.profiler's top operators of one eager prefill at the lowest budget.
+``--profile`` prints, for one eager prefill at the lowest budget, each layer type's host (and device) time
+per call at each token count, and torch.profiler's top operators.
 ``--save`` writes benchmarks/records/prefill_<device>[_graphs].json.
 """
 
@@ -159,19 +160,34 @@ def bench_model(name: str, llm: dict, device: torch.device, dtype: torch.dtype, 
 
 @torch.no_grad()
 def profile_prefill(stack, embeds, layout, schedule, device, rows: int) -> None:
-    """The ``rows`` operators of one eager reduced prefill with the most self time on the device (GPU) or the
-    host (CPU), from torch.profiler; its totals show whether the host's launches or the device's kernels bound it."""
-    from torch.profiler import ProfilerActivity, profile
+    """Where one eager reduced prefill spends its time, from torch.profiler: per layer type and token count, the
+    host's time per call beside the device's (a layer whose host time exceeds its device time is bound by its
+    launches), then the ``rows`` operators with the most self time on the device (GPU) or the host (CPU)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     gpu = device.type == "cuda"
-    prefill(stack, embeds, layout, schedule)  # warm
-    synchronize(device)
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
-        prefill(stack, embeds, layout, schedule)
+    run_layer = stack.run_layer
+
+    def labelled(i, hidden, ctx):
+        with record_function(f"layer {stack.layer_types[i]} at {hidden.shape[1]} tokens"):
+            return run_layer(i, hidden, ctx)
+
+    stack.run_layer = labelled  # this instance only, for this profile
+    try:
+        prefill(stack, embeds, layout, schedule)  # warm
         synchronize(device)
-    print(f"  profile of one eager prefill at b={min(BUDGETS):g} (torch.profiler):")
-    print(prof.key_averages().table(sort_by="self_device_time_total" if gpu else "self_cpu_time_total",
-                                    row_limit=rows))
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+            prefill(stack, embeds, layout, schedule)
+            synchronize(device)
+    finally:
+        del stack.run_layer
+    averages = prof.key_averages()
+    print(f"  profile of one eager prefill at b={min(BUDGETS):g} (torch.profiler), per layer call: host"
+          + (" / device" if gpu else "") + " ms")
+    for event in sorted((e for e in averages if e.key.startswith("layer ")), key=lambda e: -e.cpu_time_total):
+        device_ms = f" / {event.device_time_total / event.count / 1000:.3f}" if gpu else ""
+        print(f"    {event.key:<32} {event.count:>3} calls  {event.cpu_time_total / event.count / 1000:.3f}{device_ms}")
+    print(averages.table(sort_by="self_device_time_total" if gpu else "self_cpu_time_total", row_limit=rows))
 
 
 @torch.no_grad()  # as the engine's prefill runs (on a CPU the Mamba-2 layers then run models/mamba_cpu)
