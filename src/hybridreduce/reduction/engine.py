@@ -181,9 +181,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                 n_kept = len(kept)
                 if timed:  # checked in the warm-up runs of a captured replay
                     _check_replay(i, kept, cur_vision, state.index, length)
-                # a scatter and a gather: no sort, no sync (torch.isin sorts, and may copy from the host)
-                in_kept = torch.zeros(length, dtype=torch.bool, device=embeds.device).index_fill_(0, kept, True)
-                keep_mask = ~cur_vision | in_kept.index_select(0, state.index)
+                keep_mask = ~cur_vision | _among(kept, state.index, length)
             else:
                 n_kept = min(stages[i], n_vision)
                 keep_mask = ~cur_vision  # text tokens stay; the vision ones are chosen next
@@ -217,14 +215,19 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                          last_hidden=hidden[0, -1])
 
 
+def _among(kept: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
+    """``(L',)`` bool: which present tokens (input indices ``index``) are in ``kept``, input indices of a sequence of
+    ``length``. A scatter and a gather: no sort and no sync (``torch.isin`` sorts, and may copy from the host)."""
+    return torch.zeros(length, dtype=torch.bool, device=index.device).index_fill_(0, kept, True).index_select(0, index)
+
+
 def _check_replay(layer: int, kept: torch.Tensor, cur_vision: torch.Tensor, index: torch.Tensor, length: int) -> None:
     """``kept`` must hold distinct input indices of vision tokens present at ``layer`` (as a prefill's
     ``stage_keep`` does); two host reads."""
     low, high = (int(v) for v in torch.aminmax(kept)) if len(kept) else (0, 0)
     present = 0
     if 0 <= low and high < length:
-        in_kept = torch.zeros(length, dtype=torch.bool, device=kept.device).index_fill_(0, kept, True)
-        present = int((cur_vision & in_kept.index_select(0, index)).sum())
+        present = int((cur_vision & _among(kept, index, length)).sum())
     if present != len(kept):
         raise ValueError(f"fixed_keep[{layer}] must hold distinct input indices of vision tokens present at layer "
                          f"{layer}: {len(kept)} indices, {present} of them such tokens")
