@@ -254,7 +254,8 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true",
                         help="also time one layer of each type at every token count the schedules reach")
     parser.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="ROWS",
-                        help="also print torch.profiler's top operators of one eager prefill at the lowest budget")
+                        help="also profile one eager prefill at the lowest budget: time per layer call by type and "
+                             "token count, then torch.profiler's top ROWS operators (default 25)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="time CUDA graph replays of every prefill (GPU only; see above)")
     parser.add_argument("--save", action="store_true",
