@@ -139,10 +139,10 @@ def prefill(
     ``observer(i, hidden, ctx, state)`` sees the input of every layer ``i`` after that layer's reduction (probing).
 
     A stage reads nothing back from the device: every shape follows from the schedule and the layout (the number
-    of vision tokens each stage keeps, the text tokens that are never dropped), so on a GPU the host queues the
-    whole prefill without waiting for it, and the prefill can be captured in a CUDA graph (:mod:`.cuda_graph`).
-    Only ``layout.query_start`` is read, once per layout, and outside a capture a replay checks ``fixed_keep``.
-    ``score_s`` synchronises the device around every stage; in a capture it is not measured (0).
+    of vision tokens each stage keeps, the text tokens that are never dropped), so the prefill can be captured in
+    a CUDA graph (:mod:`.cuda_graph`). Only ``layout.query_start`` is read, once per layout, and outside a capture
+    a replay checks ``fixed_keep``. Timing ``score_s`` synchronises the device around every stage; in a capture it
+    is not measured (0).
     """
     with torch.set_grad_enabled(grad):
         return _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer)
