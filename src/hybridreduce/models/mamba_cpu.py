@@ -36,9 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.models.nemotron_h.modeling_nemotron_h import (
-    apply_mask_to_padding_states,
-)
+from transformers.models.nemotron_h.modeling_nemotron_h import apply_mask_to_padding_states
 
 __all__ = ["causal_conv", "causal_conv1d_fn", "chunk_scan", "gated_rms_norm", "inverse_rms", "mixer_forward"]
 
