@@ -177,11 +177,9 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
             # index_select, not advanced indexing, for every gather: 4x faster here on a CPU (scratch timing)
             cur_vision = is_vision.index_select(0, state.index)
             if fixed_keep is not None:
-                kept = fixed_keep[i]
-                n_kept = len(kept)
-                if timed:  # checked in the warm-up runs of a captured replay
-                    _check_replay(i, kept, cur_vision, state.index, length)
-                keep_mask = ~cur_vision | _among(kept, state.index, length)
+                n_kept = len(fixed_keep[i])
+                # checked outside a capture (the warm-up runs of a captured replay check the same tensors)
+                keep_mask = ~cur_vision | _replayed(i, fixed_keep[i], cur_vision, state.index, length, check=timed)
             else:
                 n_kept = min(stages[i], n_vision)
                 keep_mask = ~cur_vision  # text tokens stay; the vision ones are chosen next
@@ -215,22 +213,23 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                          last_hidden=hidden[0, -1])
 
 
-def _among(kept: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
-    """``(L',)`` bool: which present tokens (input indices ``index``) are in ``kept``, input indices of a sequence of
-    ``length``. A scatter and a gather: no sort and no sync (``torch.isin`` sorts, and may copy from the host)."""
-    return torch.zeros(length, dtype=torch.bool, device=index.device).index_fill_(0, kept, True).index_select(0, index)
+def _replayed(layer: int, kept: torch.Tensor, cur_vision: torch.Tensor, index: torch.Tensor, length: int,
+              check: bool) -> torch.Tensor:
+    """``(L',)`` bool: the present tokens (input indices ``index`` of a sequence of ``length``) that are vision tokens
+    in ``kept``. A scatter and a gather: no sort and no sync (``torch.isin`` sorts, and may copy from the host).
+    With ``check`` (two host reads), ``kept`` must hold distinct input indices of vision tokens present at
+    ``layer``, as a prefill's ``stage_keep`` does."""
+    def refuse(present: int) -> ValueError:
+        return ValueError(f"fixed_keep[{layer}] must hold distinct input indices of vision tokens present at layer "
+                          f"{layer}: {len(kept)} indices, {present} of them such tokens")
 
-
-def _check_replay(layer: int, kept: torch.Tensor, cur_vision: torch.Tensor, index: torch.Tensor, length: int) -> None:
-    """``kept`` must hold distinct input indices of vision tokens present at ``layer`` (as a prefill's
-    ``stage_keep`` does); two host reads."""
-    low, high = (int(v) for v in torch.aminmax(kept)) if len(kept) else (0, 0)
-    present = 0
-    if 0 <= low and high < length:
-        present = int((cur_vision & _among(kept, index, length)).sum())
-    if present != len(kept):
-        raise ValueError(f"fixed_keep[{layer}] must hold distinct input indices of vision tokens present at layer "
-                         f"{layer}: {len(kept)} indices, {present} of them such tokens")
+    if check and len(kept) and not all(0 <= int(v) < length for v in torch.aminmax(kept)):
+        raise refuse(0)
+    among = torch.zeros(length, dtype=torch.bool, device=index.device).index_fill_(0, kept, True)
+    replayed = cur_vision & among.index_select(0, index)
+    if check and (present := int(replayed.sum())) != len(kept):
+        raise refuse(present)
+    return replayed
 
 
 def _append_position(layout: PromptLayout) -> PromptLayout:
