@@ -185,11 +185,12 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                 keep_mask = ~cur_vision  # text tokens stay; the vision ones are chosen next
                 if 0 < n_kept < n_vision:  # otherwise the stage keeps all or none: nothing to rank
                     vision = torch.nonzero_static(cur_vision, size=n_vision).view(-1)  # their positions
-                    query = (torch.nonzero_static(is_query.index_select(0, state.index), size=n_query).view(-1)
-                             if scorer.query == "question" else
-                             torch.arange(hidden.shape[1] - 1, hidden.shape[1], device=hidden.device))
-                    # the first query token's position: every token dropped so far lay before it
-                    first = query_start - (len(layout.vision_idx) - n_vision)
+                    if scorer.query == "question":
+                        query = torch.nonzero_static(is_query.index_select(0, state.index), size=n_query).view(-1)
+                        first = query_start - (len(layout.vision_idx) - n_vision)  # all dropped tokens lay before it
+                    else:  # the last token asks
+                        first = hidden.shape[1] - 1
+                        query = torch.arange(first, first + 1, device=hidden.device)
                     scores = score_layer(stack, i, hidden, ctx, query, vision, first, scorer, generator)
                     chosen = torch.nonzero_static(top_k_mask(scores, n_kept), size=n_kept).view(-1)
                     keep_mask.index_fill_(0, vision.index_select(0, chosen), True)
