@@ -26,7 +26,11 @@ RESULTS = f"results/{STUDY}"
 # sample_id -> video path (manifests are read and validated here, before any job runs)
 VIDEOS = study_samples(config, RESULTS)
 SAMPLES = list(VIDEOS)
-MODEL_PATHS = model_paths(config, RESULTS)
+# model name -> checkpoint folder (a configured path, or where build_model writes it)
+MODEL_PATHS = model_paths(config, RESULTS, workflow.basedir)
+# A pretraining run (config/pretrain-tiny.yaml) only builds and trains its models, into pretraining.out_dir.
+PRETRAINING = config.get("pretraining")
+MODEL_DIR = PRETRAINING["out_dir"] if PRETRAINING else f"{RESULTS}/models"
 # (model, pre-LLM method, in-LLM method, budget) of every inference setting, and each setting's result file
 SETTINGS = inference_settings(config)
 INFERENCE_RESULT = f"{RESULTS}/inference/{{model}}/{{pre}}/{{method}}/b{{budget}}.json"
@@ -61,5 +65,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        f"reports/{STUDY}/index.html",
+        [MODEL_PATHS[m] for m in PRETRAINING["models"]] if PRETRAINING else f"reports/{STUDY}/index.html",
     default_target: True

@@ -97,9 +97,20 @@ def claim_study_name(results_dir: str, configfiles: list[str]) -> None:
         json.dump(_config_ids(configfiles), f)
 
 
-def model_paths(config: dict, results_dir: str) -> dict[str, str]:
-    """``model name -> checkpoint folder``: the configured ``path``, or where the workflow builds it."""
-    return {name: cfg.get("path") or f"{results_dir}/models/{name}" for name, cfg in config.get("models", {}).items()}
+def resolve_path(path: str, repo_dir: str) -> str:
+    """A relative checkpoint ``path`` names a folder under the working directory, or else under the repository
+    ``repo_dir`` (so the shipped checkpoints are found from any working directory)."""
+    if os.path.isabs(path) or os.path.exists(path) or not os.path.exists(os.path.join(repo_dir, path)):
+        return path
+    return os.path.join(repo_dir, path)
+
+
+def model_paths(config: dict, results_dir: str, repo_dir: str = ".") -> dict[str, str]:
+    """``model name -> checkpoint folder``: the configured ``path`` (see :func:`resolve_path`), or where the
+    workflow builds it (``pretraining.out_dir`` in a pretraining run, else ``results_dir/models``)."""
+    built = (config.get("pretraining") or {}).get("out_dir") or f"{results_dir}/models"
+    return {name: resolve_path(cfg["path"], repo_dir) if cfg.get("path") else f"{built}/{name}"
+            for name, cfg in config.get("models", {}).items()}
 
 
 def inference_settings(config: dict) -> list[tuple[str, str, str, float]]:
@@ -122,9 +133,15 @@ def inference_settings(config: dict) -> list[tuple[str, str, str, float]]:
 
 
 def base_model(config: dict, model: str) -> str | None:
-    """The study model that ``models.<model>`` is finetuned from (``training.init_from``), checked to be a tiny
-    model of the same study that is not itself (transitively) finetuned from ``model``."""
-    name, seen = config["models"][model].get("training", {}).get("init_from"), [model]
+    """The study model that ``models.<model>`` is finetuned from (``training.init_from``): a tiny model, built by
+    the workflow or loaded from its ``path`` (e.g. a shipped checkpoint), that is not itself (transitively)
+    finetuned from ``model``."""
+    cfg = config["models"][model]
+    if cfg.get("path") and cfg.get("training"):
+        raise ConfigError(f"models.{model}: a model loaded from its path ('{cfg['path']}') is not trained by the "
+                          "study; to finetune a checkpoint, define a new model with training.init_from naming this "
+                          "one (or set training: null)")
+    name, seen = cfg.get("training", {}).get("init_from"), [model]
     base = name
     while base is not None:
         if base not in config["models"]:
@@ -132,13 +149,12 @@ def base_model(config: dict, model: str) -> str | None:
                               f"(known: {', '.join(m for m in config['models'] if m != model)})")
         if base in seen:
             raise ConfigError(f"models.{model}.training.init_from: '{name}' leads back to '{base}' (a cycle)")
-        if config["models"][base].get("kind", "tiny") != "tiny" or config["models"][base].get("path"):
-            raise ConfigError(f"models.{model}.training.init_from: '{base}' must be a tiny model built by the "
-                              "workflow (kind: tiny, path: null)")
+        if config["models"][base].get("kind", "tiny") != "tiny":
+            raise ConfigError(f"models.{model}.training.init_from: '{base}' must be a tiny model (kind: tiny)")
         seen.append(base)
         base = config["models"][base].get("training", {}).get("init_from")
     architecture = ("llm", "image_size", "patch_size", "vision_hidden_size")
-    clash = [k for k in architecture if name and k in config["models"][model]]
+    clash = [k for k in architecture if name and k in cfg]
     if clash:
         raise ConfigError(f"models.{model}: {', '.join(clash)} cannot be set on a model finetuned from '{name}' "
                           "(its architecture is the base model's)")

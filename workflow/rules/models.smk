@@ -4,9 +4,9 @@
 rule build_model:
     input:
         # the model it is finetuned from (training.init_from), if any
-        base=lambda wildcards: [f"{RESULTS}/models/{b}"] if (b := base_model(config, wildcards.model)) else [],
+        base=lambda wildcards: [MODEL_PATHS[b]] if (b := base_model(config, wildcards.model)) else [],
     output:
-        model=directory(f"{RESULTS}/models/{{model}}"),
+        model=directory(f"{MODEL_DIR}/{{model}}"),
         result=f"{RESULTS}/models/{{model}}.json",
     params:
         model=lambda wildcards: config["models"][wildcards.model],

@@ -1,16 +1,24 @@
 """The workflow's own long-video benchmark, generated deterministically from a seed.
 
 Each video is a long, static scene (a muted gradient with fixed furniture and faint sensor noise) in which a
-few brightly coloured shapes appear briefly. Temporal redundancy is therefore high (EVS has plenty to drop)
-and the evidence is sparse (a handful of frames hold the answer). Question types:
+few brightly coloured shapes appear for a few seconds each (several sampled frames), with long static stretches
+between them. Temporal redundancy is therefore high (EVS has plenty to drop) and the evidence is sparse (a
+handful of tokens hold the answer). Question types, each about the *target* shape ``S`` the question names:
 
-- ``colour`` (needle): one event; "What colour was the <shape> that appeared?"
-- ``location``: one event; "Where did the <colour> <shape> appear?"
-- ``count``: one to four events of distinct colours; "How many shapes appeared?"
-- ``order``: two or three events of distinct colours; "Which colour appeared first?"
+- ``colour`` (needle): one ``S``; "What colour was the <S> that appeared?"
+- ``location``: one ``S``; "Where did the <colour> <S> appear?"
+- ``count``: one to four ``S`` of distinct colours; "How many <S>s appeared?"
+- ``order``: two or three ``S`` of distinct colours; "Which colour was the first <S>?"
 
-The question names what to look for, so query-conditioned importance has something to find. Every event's
-ground truth (shape, colour, quadrant, start/end time) is stored with the sample for probing.
+**Distractors**: in a fraction ``distractor_frac`` of the videos (every other group of four, so exactly half at
+0.5, spread over the question types) one or two further events of *other* shapes appear. They move as much as
+the targets, so motion saliency (EVS) keeps them, while only a query-conditioned selection can tell them apart.
+
+Every event is drawn inside one cell of a ``cells x cells`` grid over the frame (a random cell of its quadrant).
+Set ``cells`` to the models' vision-token grid (4 for 64 px frames in 16 px patches) and each event is exactly
+one vision token per frame it is visible in: :func:`evidence_mask` gives the ground-truth evidence tokens of a
+sample from its stored events alone. Every event's ground truth (role, shape, colour, quadrant, cell, start/end
+time) is stored with the sample.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from .sample import LETTERS, Sample
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (240, 220, 40)}
 SHAPES = ("circle", "square", "triangle", "cross")
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 QTYPES = ("colour", "location", "count", "order")
+MAX_EVENTS = 5  # targets + distractors per video: the timeline keeps long static stretches between them
 
 
 def generator_settings(synthetic_cfg: dict) -> dict:
@@ -35,7 +45,8 @@ def generator_settings(synthetic_cfg: dict) -> dict:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Size and timing of the benchmark (config section ``dataset.synthetic``)."""
+    """Size and timing of the benchmark (config section ``dataset.synthetic``). Events last between
+    ``event_duration_s`` and ``event_duration_max_s`` (``None``: exactly ``event_duration_s``)."""
 
     num_videos: int = 12
     split: str = "test"
@@ -44,6 +55,9 @@ class SyntheticSpec:
     width: int = 128
     height: int = 128
     event_duration_s: float = 2.5
+    event_duration_max_s: float | None = None
+    distractor_frac: float = 0.5
+    cells: int = 4
     noise: float = 2.0
     container: str = "mp4"
     seed: int = 0
@@ -79,6 +93,12 @@ class SyntheticSpec:
         # Splits get disjoint streams: the split name is part of the seed sequence.
         return np.random.default_rng([self.seed, zlib.crc32(self.split.encode()), index])
 
+    def has_distractors(self, index: int) -> bool:
+        """Exactly a fraction ``distractor_frac`` of the groups of four videos (one per question type) have
+        distractors, spread evenly (a Bresenham step over the group index)."""
+        group = index // len(QTYPES)
+        return int((group + 1) * self.distractor_frac) > int(group * self.distractor_frac)
+
 
 def _shape_mask(shape: str, cy: int, cx: int, r: int, h: int, w: int) -> np.ndarray:
     """Boolean ``(h, w)`` mask of a shape of half-size ``r`` centred at (cy, cx)."""
@@ -110,29 +130,43 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _plan(spec: SyntheticSpec, index: int, rng: np.random.Generator) -> tuple[str, list[dict]]:
+    """The question type and the events of video ``index``: the targets first (all of the target shape, distinct
+    colours, in time order), then the distractors (other shapes; distinct (colour, shape) pairs)."""
     qtype = QTYPES[index % len(QTYPES)]
     k = {"colour": 1, "location": 1, "count": int(rng.integers(1, 5)), "order": int(rng.integers(2, 4))}[qtype]
-    shapes = rng.choice(SHAPES, size=k)
-    # Multi-event videos use distinct colours: count and order then need each event seen, not a colour tally.
-    colours = rng.permutation(list(COLOURS))[:k]
-    slot = spec.duration_s / k
+    target = str(rng.choice(SHAPES))
+    others = [s for s in SHAPES if s != target]
+    n_distract = min(int(rng.integers(1, 3)), MAX_EVENTS - k) if spec.has_distractors(index) else 0
+    colours = rng.permutation(list(COLOURS))
+    specs = [("target", target, str(colours[j])) for j in range(k)]
+    pairs = [(str(s), str(c)) for s in others for c in COLOURS]
+    for j in rng.choice(len(pairs), size=n_distract, replace=False):
+        specs.append(("distractor", *pairs[j]))
+    # One event per equal slot of the timeline (so events never overlap), slots shuffled between the events.
+    slot = spec.duration_s / len(specs)
+    longest = spec.event_duration_max_s or spec.event_duration_s
+    order = rng.permutation(len(specs))
+    half = spec.cells // 2
     events = []
-    for j in range(k):
-        # One event per equal slot of the timeline, so events never overlap.
-        start = j * slot + rng.uniform(0.1, 0.9) * max(slot - spec.event_duration_s, 0.0)
-        events.append(
-            {
-                "shape": str(shapes[j]),
-                "colour": str(colours[j]),
-                "quadrant": str(rng.choice(QUADRANTS)),
-                "start_s": round(float(start), 3),
-                "end_s": round(float(start + spec.event_duration_s), 3),
-            }
-        )
-    return qtype, events
+    for j, (role, shape, colour) in enumerate(specs):
+        duration = min(float(rng.uniform(spec.event_duration_s, longest)), slot)
+        start = order[j] * slot + rng.uniform(0.1, 0.9) * max(slot - duration, 0.0)
+        quadrant = int(rng.integers(len(QUADRANTS)))
+        cell = [(quadrant // 2) * half + int(rng.integers(half)), (quadrant % 2) * half + int(rng.integers(half))]
+        events.append({"role": role, "shape": shape, "colour": colour, "quadrant": QUADRANTS[quadrant],
+                       "cell": cell, "start_s": round(float(start), 3), "end_s": round(float(start + duration), 3)})
+    targets = sorted(events[:k], key=lambda e: e["start_s"])
+    return qtype, targets + events[k:]
+
+
+def targets(events: list[dict]) -> list[dict]:
+    """The events the benchmark question asks about, in time order (events without a role, from older samples,
+    are all targets)."""
+    return [e for e in events if e.get("role", "target") == "target"]
 
 
 def _question(qtype: str, events: list[dict]) -> tuple[str, list[str], int]:
+    """The question of type ``qtype`` about ``events`` (all of one shape, in time order)."""
     e = events[0]
     if qtype == "colour":
         return f"What colour was the {e['shape']} that appeared?", list(COLOURS), list(COLOURS).index(e["colour"])
@@ -140,33 +174,45 @@ def _question(qtype: str, events: list[dict]) -> tuple[str, list[str], int]:
         q = f"Where did the {e['colour']} {e['shape']} appear?"
         return q, list(QUADRANTS), QUADRANTS.index(e["quadrant"])
     if qtype == "count":
-        return "How many shapes appeared?", ["1", "2", "3", "4"], len(events) - 1
-    return "Which colour appeared first?", list(COLOURS), list(COLOURS).index(e["colour"])
+        return f"How many {PLURALS[e['shape']]} appeared?", ["1", "2", "3", "4"], len(events) - 1
+    return f"Which colour was the first {e['shape']}?", list(COLOURS), list(COLOURS).index(e["colour"])
 
 
 def training_questions(events: list[dict], rng: np.random.Generator) -> list[tuple[str, str, list[str], int]]:
     """Every question a video can answer, as ``(qtype, question, options, answer index)`` in random order
-    (training asks them all, as turns of one conversation after the video): count and order always; location of
-    one event (colours are distinct, so "the <colour> <shape>" names one event); colour when the video has a
-    single event, as in the benchmark."""
-    turns = [("count", *_question("count", events)), ("order", *_question("order", events)),
-             ("location", *_question("location", [events[int(rng.integers(len(events)))]]))]
-    if len(events) == 1:
-        turns.append(("colour", *_question("colour", events)))
+    (training asks them all, as turns of one conversation after the video): for each shape that appeared, how
+    many and which colour came first; the location of one event ((colour, shape) pairs are distinct, so "the
+    <colour> <shape>" names one event); the colour of a shape that appeared once, as in the benchmark."""
+    by_shape: dict[str, list[dict]] = {}
+    for e in sorted(events, key=lambda e: e["start_s"]):
+        by_shape.setdefault(e["shape"], []).append(e)
+    turns = []
+    for shape_events in by_shape.values():
+        turns += [("count", *_question("count", shape_events)), ("order", *_question("order", shape_events))]
+    turns.append(("location", *_question("location", [events[int(rng.integers(len(events)))]])))
+    singles = [e for shape_events in by_shape.values() if len(shape_events) == 1 for e in shape_events]
+    if singles:
+        turns.append(("colour", *_question("colour", [singles[int(rng.integers(len(singles)))]])))
     return [turns[i] for i in rng.permutation(len(turns))]
+
+
+def _cell_box(cell: list[int], cells: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` pixel box of grid cell ``cell`` (row, column)."""
+    r, c = cell
+    return r * h // cells, (r + 1) * h // cells, c * w // cells, (c + 1) * w // cells
 
 
 def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator, which=None):
     """Yield the video's frames as ``(H, W, 3)`` uint8, or only frames ``which`` (indices, ascending)."""
     h, w = spec.height, spec.width
     scene = _background(rng, h, w)
-    r = min(h, w) // 8
     masks = []
     for e in events:
-        qi = QUADRANTS.index(e["quadrant"])
-        cy = (h // 4) * (1 + 2 * (qi // 2)) + int(rng.integers(-h // 16, h // 16 + 1))
-        cx = (w // 4) * (1 + 2 * (qi % 2)) + int(rng.integers(-w // 16, w // 16 + 1))
-        masks.append((_shape_mask(e["shape"], cy, cx, r, h, w), np.array(COLOURS[e["colour"]], float)))
+        y0, y1, x0, x1 = _cell_box(e["cell"], spec.cells, h, w)
+        # The shape stays inside its cell (a margin for the resize filter): one vision token per frame.
+        r = max(2, min(y1 - y0, x1 - x0) // 2 - max(1, min(y1 - y0, x1 - x0) // 8))
+        masks.append((_shape_mask(e["shape"], (y0 + y1) // 2, (x0 + x1) // 2, r, h, w),
+                      np.array(COLOURS[e["colour"]], float)))
     for f in range(spec.num_frames) if which is None else which:
         t = f / spec.fps
         img = scene + rng.normal(0.0, spec.noise, size=(h, w, 1))
@@ -176,8 +222,25 @@ def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator, w
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 
+def evidence_mask(events: list[dict], timestamps, cells: int, grid: tuple[int, int]) -> np.ndarray:
+    """``(T, gh, gw)`` bool: the vision tokens that show an asked-about (target) event, for frames sampled at
+    ``timestamps`` (seconds) on a token grid ``grid`` (a multiple of the generator's ``cells``). An event is
+    visible in a frame at time t when ``start_s <= t < end_s``, as the generator draws it."""
+    gh, gw = grid
+    if gh % cells or gw % cells:
+        raise ValueError(f"token grid {grid} is not a multiple of the benchmark's {cells} x {cells} cells")
+    t = np.asarray(timestamps, dtype=float)
+    mask = np.zeros((len(t), gh, gw), dtype=bool)
+    sy, sx = gh // cells, gw // cells
+    for e in targets(events):
+        r, c = e["cell"]
+        visible = (e["start_s"] <= t) & (t < e["end_s"])
+        mask[visible, r * sy : (r + 1) * sy, c * sx : (c + 1) * sx] = True
+    return mask
+
+
 def _record(spec: SyntheticSpec, index: int, video_path: str, qtype: str, events: list[dict]) -> Sample:
-    question, options, answer = _question(qtype, events)
+    question, options, answer = _question(qtype, targets(events))
     return Sample(sample_id=spec.sample_id(index), video_path=video_path, question=question, options=options,
                   answer=LETTERS[answer], source="synthetic", split=spec.split, qtype=qtype, events=events)
 

@@ -26,25 +26,31 @@ from .adapter import TinyVLMAdapter
 
 
 class Pool:
-    """Rendered samples of one split: frames ``(n, T, 3, S, S)`` float in [0, 1], samples (one benchmark question
-    each), ``turns``: every question each video can answer (see :func:`training_questions`), and ``turn_types``:
-    the question type of each turn."""
+    """Rendered samples of one split: frames ``(n, T, 3, S, S)`` uint8 (resized as frame extraction resizes the
+    test videos, then rounded like decoded frames; :meth:`batch` gives them as float in [0, 1]), samples (one
+    benchmark question each), ``turns``: every question each video can answer (see :func:`training_questions`),
+    and ``turn_types``: the question type of each turn."""
 
     def __init__(self, spec: SyntheticSpec, count: int, num_frames: int, size: int):
         idx = np.linspace(0, spec.num_frames - 1, num_frames, dtype=np.int64)
-        frames, self.samples, self.turns, self.turn_types = [], [], [], []
+        self.frames = torch.empty((count, num_frames, 3, size, size), dtype=torch.uint8)
+        self.samples, self.turns, self.turn_types, self.timestamps = [], [], [], idx / spec.fps
         for i in range(count):
             video, sample = render_sample(spec, i, idx)
-            x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
+            x = torch.from_numpy(video).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
             if x.shape[-2:] != (size, size):  # as frame extraction resizes the test videos
-                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-            frames.append(x)
+                x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
+                x = x.clamp(0, 255).round().to(torch.uint8)
+            self.frames[i] = x
             self.samples.append(sample)
             rng = np.random.default_rng([spec.seed, i, 1])
             questions = training_questions(sample.events, rng)
             self.turns.append([(q, o, LETTERS[a]) for _, q, o, a in questions])
             self.turn_types.append([qtype for qtype, *_ in questions])
-        self.frames = torch.stack(frames)  # (n, T, 3, S, S)
+
+    def batch(self, indices) -> torch.Tensor:
+        """Frames of ``indices`` as ``(B, T, 3, S, S)`` float in [0, 1]."""
+        return self.frames[indices].float() / 255.0
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -102,7 +108,7 @@ def evaluate(adapter: TinyVLMAdapter, pool: Pool, batch_size: int = 32) -> dict[
     correct: dict[str, list[bool]] = {}
     for start in range(0, len(pool), batch_size):
         indices = range(start, min(start + batch_size, len(pool)))
-        embeds, which, ends, answers = _batch_embeds(adapter, pool.frames[start : indices.stop],
+        embeds, which, ends, answers = _batch_embeds(adapter, pool.batch(slice(start, indices.stop)),
                                                      pool.questions(indices, conversation=False))
         hits = (_option_logits(adapter, embeds, which, ends).argmax(-1) == answers).tolist()
         for i, hit in zip(indices, hits):
@@ -155,7 +161,7 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
     for step in tqdm(range(steps), desc="train", mininterval=5):
         model.train()
         idx = rng.choice(len(train_pool), size=bs, replace=False)
-        frames = train_pool.frames[idx]
+        frames = train_pool.batch(torch.from_numpy(idx))
         if cfg.get("reduction_budgets"):
             samples = [train_pool.samples[i] for i in idx]
             loss, acc = _reduced_loss(adapter, frames, samples, cfg["reduction_budgets"], reduction_cfg, rng), None
@@ -197,8 +203,9 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
     ``training.stages`` (optional) continue training after the main run, each a new run of :func:`train` (fresh
     optimiser, warm-up and cosine decay) with the main settings updated by the stage's own (``steps``, ``lr``,
     ``qtype_weights``, ...): a curriculum, e.g. weighting a question type up once the model has learnt to find the
-    events. Yields the training log rows of every stage (see :func:`train`), steps and time counted on from the
-    previous stage.
+    events; a stage's ``num_frames`` (default: the study's ``num_frames``) trains it on clips of that many frames,
+    e.g. short clips first, then long ones. Yields the training log rows of every stage (see :func:`train`), steps
+    and time counted on from the previous stage, with the stage's ``num_frames``.
     """
     from .build import new_tiny_model
 
@@ -210,14 +217,17 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
         model, tokenizer = new_tiny_model(model_cfg, seed)
         adapter = TinyVLMAdapter.from_model(model, tokenizer)
     size = model.config.image_size
-    train_pool = Pool(SyntheticSpec.for_split(synthetic_cfg, "train", seed), cfg["train_videos"], num_frames, size)
-    val_pool = Pool(SyntheticSpec.for_split(synthetic_cfg, "val", seed), cfg["val_videos"], num_frames, size)
+    pools: dict[int, tuple[Pool, Pool]] = {}  # frames per video -> (train, val), rendered once
     steps, elapsed, seen = 0, 0.0, 0
     for k, stage in enumerate([cfg, *(cfg.get("stages") or [])]):
         stage_cfg = cfg if k == 0 else {**cfg, **stage}
-        for row in train(adapter, train_pool, val_pool, stage_cfg, seed + k, reduction_cfg):
+        frames = stage_cfg.get("num_frames") or num_frames  # a curriculum may start on shorter clips
+        if frames not in pools:
+            pools[frames] = (Pool(SyntheticSpec.for_split(synthetic_cfg, "train", seed), cfg["train_videos"], frames, size),
+                             Pool(SyntheticSpec.for_split(synthetic_cfg, "val", seed), cfg["val_videos"], frames, size))
+        for row in train(adapter, *pools[frames], stage_cfg, seed + k, reduction_cfg):
             yield {**row, "step": steps + row["step"], "elapsed_s": elapsed + row["elapsed_s"],
-                   "samples_seen": seen + row["samples_seen"]}
+                   "samples_seen": seen + row["samples_seen"], "num_frames": frames}
         steps, elapsed, seen = steps + stage_cfg["steps"], elapsed + row["elapsed_s"], seen + row["samples_seen"]
     model.eval()
     model.save_pretrained(out_dir)

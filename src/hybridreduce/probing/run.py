@@ -55,7 +55,8 @@ def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int
     keep_ratio = cfg["keep_ratio"]
 
     records, state_x, state_floor, state_y, event_x, event_floor, colours, ceiling = [], [], [], [], [], [], [], []
-    for frames, sample in zip(pool.frames, pool.samples):
+    for i, sample in enumerate(pool.samples):
+        frames = pool.batch(i)
         with torch.no_grad():
             vision = adapter.model.video_features(frames)  # (T, h, w, D)
         t, h, w, _ = vision.shape

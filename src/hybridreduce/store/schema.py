@@ -71,6 +71,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("accuracy", "DOUBLE", "answer accuracy"),
         ("samples_seen", "BIGINT", "training samples seen"),
         ("elapsed_s", "DOUBLE", "training wall time so far"),
+        ("num_frames", "INTEGER", "frames per training video in this stage (a curriculum may start shorter)"),
     ],
     "inference": [
         ("model", "VARCHAR", "model name (config `models`)"),

@@ -1,0 +1,82 @@
+"""Provenance of a tiny checkpoint: the recipe that made it (and its hash), the seed, the code commit, the training
+curve and the final validation accuracy per question type, written as ``provenance.json`` inside the
+``save_pretrained`` folder. The shipped checkpoints carry one; a test checks it against the recipe in the repo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+
+FILENAME = "provenance.json"
+
+
+def recipe(model_cfg: dict, training_data: dict, seed: int) -> dict:
+    """Everything the trained weights depend on: the model section (architecture and ``training``), the
+    benchmark's generator settings, the frames per video, the reduction config (finetuning under reduction) and
+    the seed."""
+    return {"model": model_cfg, "training_data": training_data, "seed": seed}
+
+
+def recipe_hash(rec: dict) -> str:
+    """sha256 of the recipe's canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def code_commit() -> str | None:
+    """The git commit of the code that trained the model (``+dirty`` when the tree has changes), or None outside
+    a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What ``provenance.json`` holds. ``curve``: the training log rows (train running means, per-stage val);
+    ``val_accuracy``: question type -> full-token accuracy on the ``val`` split at the end (key ``all`` overall);
+    ``base``: the checkpoint it was finetuned from (None when trained from scratch)."""
+
+    recipe: dict
+    recipe_hash: str
+    seed: int
+    code_commit: str | None
+    val_accuracy: dict
+    curve: list = field(default_factory=list)
+    base: str | None = None
+    versions: dict = field(default_factory=dict)
+
+
+def write_provenance(out_dir: str, rec: dict, log: list[dict], base: str | None = None) -> Provenance:
+    """Write ``out_dir/provenance.json`` for a model trained by ``rec`` with training log ``log``."""
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    final = max(r["step"] for r in log)
+    val = {r["qtype"]: r["accuracy"] for r in log if r["split"] == "val" and r["step"] == final}
+    prov = Provenance(recipe=rec, recipe_hash=recipe_hash(rec), seed=rec["seed"], code_commit=code_commit(),
+                      val_accuracy=val, curve=log, base=base,
+                      versions={"hybridreduce": __version__, "torch": torch.__version__,
+                                "transformers": transformers.__version__})
+    with open(os.path.join(out_dir, FILENAME), "w") as f:
+        json.dump(asdict(prov), f, indent=1, sort_keys=True)
+    return prov
+
+
+def read_provenance(path: str) -> Provenance | None:
+    """The provenance of the checkpoint folder ``path``, or None when it has none (e.g. a real checkpoint)."""
+    file = os.path.join(path, FILENAME)
+    if not os.path.exists(file):
+        return None
+    with open(file) as f:
+        return Provenance(**json.load(f))
