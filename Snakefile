@@ -34,8 +34,8 @@ MODEL_DIR = PRETRAINING["out_dir"] if PRETRAINING else f"{RESULTS}/models"
 # (model, pre-LLM method, in-LLM method, budget) of every inference setting, and each setting's result file
 SETTINGS = inference_settings(config)
 INFERENCE_RESULT = f"{RESULTS}/inference/{{model}}/{{pre}}/{{method}}/b{{budget}}.json"
-# (in-LLM method, budget) settings that every inference job (one per model and pre-LLM method) runs
-METHOD_BUDGETS = list(dict.fromkeys((method, budget) for _, _, method, budget in SETTINGS))
+# (model, pre-LLM method) of every inference job with inference.job_per: model
+INFER_JOBS = list(dict.fromkeys((model, pre) for model, pre, _, _ in SETTINGS))
 
 
 onstart:

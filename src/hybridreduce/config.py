@@ -115,17 +115,24 @@ def model_paths(config: dict, results_dir: str, repo_dir: str = ".") -> dict[str
 
 def inference_settings(config: dict) -> list[tuple[str, str, str, float]]:
     """Every (model, pre-LLM method, in-LLM method, budget) of the study. ``none`` runs at budget 1.0 only,
-    and a budget of 1.0 only with ``none``: every method is identical to it there."""
+    and a budget of 1.0 only with ``none``: every method is identical to it there. A model runs its
+    ``inference.model_methods`` entry (default ``methods``); after a pre-LLM method other than ``none`` only the
+    methods in ``with_pre_llm`` run (default all)."""
     inf = config.get("inference")
     if not inf:
         return []
     settings = []
+    for model in inf.get("model_methods") or {}:  # an entry for a model the study does not run is unused
+        if model not in config.get("models", {}):
+            raise ConfigError(f"inference.model_methods: '{model}' is not defined under models")
     for model in inf["models"]:
         if model not in config.get("models", {}):
             raise ConfigError(f"inference.models: '{model}' is not defined under models (defined: "
                               f"{', '.join(config.get('models', {})) or 'none'})")
+        methods = (inf.get("model_methods") or {}).get(model) or inf["methods"]
         for pre in inf["pre_llm"]:
-            for method in inf["methods"]:
+            with_pre = inf.get("with_pre_llm")
+            for method in methods if pre == "none" or with_pre is None else [m for m in methods if m in with_pre]:
                 for budget in inf["budgets"]:
                     if (method == "none") == (float(budget) >= 1.0):
                         settings.append((model, pre, method, float(budget)))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from dataclasses import replace
 from functools import lru_cache, partial
 
 import numpy as np
 import torch
 
 from .dataset.sample import LETTERS
+from .dataset.synthetic import evidence_mask
 from .errors import ConfigError
 from .models import layer_pattern, load_adapter
 from .reduction.engine import prefill
@@ -34,6 +36,20 @@ def _shared_adapter(model_name: str, model_cfg_json: str, device: str):
     return load_adapter(model_name, json.loads(model_cfg_json), device=device)
 
 
+def _evidence_survival(evidence, evidence_in, layout, result, schedule) -> dict:
+    """The evidence columns of an ``inference`` row: evidence tokens in the whole video, entering the LLM (after
+    the pre-LLM method) and kept by each stage; NULL without ground truth."""
+    if evidence is None:
+        return {"evidence_tokens": None, "evidence_per_stage": None, "evidence_survival": None}
+    total = int(evidence.sum())
+    is_evidence = torch.zeros(int(layout.query_idx.max()) + 1, dtype=torch.bool)
+    is_evidence[layout.vision_idx.cpu()[evidence_in]] = True
+    counts = [int(evidence_in.sum())] + [int(is_evidence[result.stage_keep[layer].cpu()].sum())
+                                        for layer in schedule.stage_layers]
+    return {"evidence_tokens": total, "evidence_per_stage": counts,
+            "evidence_survival": counts[-1] / total if total else None}
+
+
 class SettingRunner:
     """Answers samples under one setting and returns the ``inference`` / ``latency`` / ``failures`` rows."""
 
@@ -46,6 +62,7 @@ class SettingRunner:
         self.reduction_cfg, self.run_cfg, self.seed = reduction_cfg, run_cfg, seed
         self.pattern = layer_pattern(self.adapter.stack.layer_types)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.answered = 0  # samples answered so far: the first run_cfg["latency_samples"] are timed
 
     @property
     def setting(self) -> str:
@@ -55,11 +72,14 @@ class SettingRunner:
         return "failures", {"sample_id": sample_id, "stage": f"infer {self.setting}", "path": path or self.model_path,
                             "kind": kind, "reason": reason}
 
-    def answer(self, sample_id: str, qtype: str, frames: np.ndarray, question: str, options: list[str]
+    def answer(self, sample_id: str, qtype: str, frames: np.ndarray, question: str, options: list[str],
+               events: list[dict] | None = None, timestamps: np.ndarray | None = None
                ) -> tuple[str | None, list[tuple[str, dict]]]:
         """The predicted option letter (``None`` when the setting cannot run on this sample) and the rows.
 
-        ``frames``: ``(T, H, W, 3)`` uint8, as frame extraction returns them.
+        ``frames``: ``(T, H, W, 3)`` uint8, as frame extraction returns them, sampled at ``timestamps`` (seconds).
+        ``events``: the synthetic generator's ground truth, if any; its evidence tokens (:func:`evidence_mask`)
+        feed the ``oracle`` method and the evidence-survival columns.
         """
         adapter, stack, device = self.adapter, self.adapter.stack, self.device
         key = dict(model=self.model_name, pre_method=self.pre, method=self.method, budget=self.budget,
@@ -74,18 +94,33 @@ class SettingRunner:
         pre_s = time.perf_counter() - t0
         prompt = adapter.build_prompt(grid, keep, question, options)
         n_in = len(prompt.layout.vision_idx)
+        evidence = evidence_mask(events, timestamps, tuple(grid.shape[1:])) if events and timestamps is not None \
+            else None
+        evidence_in = None
+        if evidence is not None:
+            flat = torch.from_numpy(evidence.reshape(-1))
+            evidence_in = flat[keep.flatten().cpu()] if keep is not None else flat
+            prompt.layout = replace(prompt.layout, evidence=evidence_in.to(self.device))
+        elif self.method == "oracle":
+            return None, [self.failure(sample_id, "no_ground_truth", "the oracle method needs the synthetic "
+                                       "benchmark's ground-truth evidence tokens, which this sample has none of")]
         try:
             schedule, scorer = plan(self.method, stack.layer_types, self.budget, n_in, self.reduction_cfg,
                                     seed=self.seed)
         except ConfigError as e:
             return None, [self.failure(sample_id, "infeasible_schedule", str(e))]
-        warmup, repeats = self.run_cfg.get("warmup", 1), self.run_cfg.get("repeats", 3)
+        limit = self.run_cfg.get("latency_samples")
+        timing = limit is None or self.answered < limit
+        self.answered += 1
+        warmup, repeats = (self.run_cfg.get("warmup", 1), self.run_cfg.get("repeats", 3)) if timing else (0, 1)
         run = partial(prefill, stack, prompt.embeds, prompt.layout)
         result, prefill_s = timed(partial(run, schedule, scorer), device, warmup, repeats)
         # The baseline is timed in this process too, so a speedup compares runs on one machine. The settings of a
         # job share it: timed once per (model, pre-LLM input, sample), by the first setting that needs it.
         baseline = (self.model_name, str(device), self.pre, self.pre_q, sample_id, n_in, warmup, repeats)
-        if not schedule.stage_layers:  # this run is the baseline
+        if not timing:
+            none_s = None
+        elif not schedule.stage_layers:  # this run is the baseline
             none_s = prefill_s
             _baseline_s.setdefault(baseline, prefill_s)
         else:
@@ -108,11 +143,13 @@ class SettingRunner:
             "flops": prefill_flops(stack, [n_text + n for n in per_layer]),
             "flops_none": prefill_flops(stack, [n_text + n_in] * len(per_layer)),
             "layer_pattern": self.pattern,
+            **_evidence_survival(evidence, evidence_in, prompt.layout, result, schedule),
         }
         latency = {
             **key, "device": self.device_name, "vision_encode_s": vision_s, "pre_llm_s": pre_s,
-            "prefill_s": prefill_s, "prefill_none_s": none_s, "speedup": none_s / prefill_s,
+            "prefill_s": prefill_s, "prefill_none_s": none_s, "speedup": none_s / prefill_s if none_s else None,
             "score_s": result.score_s, "total_s": vision_s + pre_s + prefill_s, "repeats": repeats,
             "peak_mem_mb": peak_memory_mb(device),
         }
-        return predicted, [("inference", inference), ("latency", latency)]
+        # only timed samples (inference.latency_samples) have a latency row
+        return predicted, [("inference", inference)] + ([("latency", latency)] if timing else [])

@@ -168,26 +168,26 @@ def infer(input, output, params, wildcards) -> None:
 
     setting = {"model_name": wildcards.model, "model": params.model, "frames": params.frames,
                "reduction": params.reduction, "run": params.run, "seed": params.seed}
+    result = JobResult(rule="infer", params={**setting, "pre": wildcards.pre, "settings": params.settings,
+                                            "scoring": scoring})
     try:
-        for (method, budget), run_dir, result_path in zip(params.settings, params.run_dirs, output.results,
-                                                          strict=True):
+        for (method, budget), run_dir in zip(params.settings, params.run_dirs, strict=True):
             print(f"setting {wildcards.model}/{wildcards.pre}/{method}/b{budget}", flush=True)
-            _infer_setting(setting, wildcards.pre, method, budget, scoring, input.task[0] if input.task else None,
-                           run_dir, result_path)
+            _infer_setting(result, setting, wildcards.pre, method, budget, scoring,
+                           input.task[0] if input.task else None, run_dir)
+        result.write(output.result)
     finally:
         if private_cache:
             shutil.rmtree(private_cache, ignore_errors=True)
 
 
-def _infer_setting(setting: dict, pre: str, method: str, budget: float, scoring: dict, task_dir: str | None,
-                   run_dir: str, result_path: str) -> None:
-    """One lmms-eval run of one setting into ``run_dir``, and its result file."""
+def _infer_setting(result: JobResult, setting: dict, pre: str, method: str, budget: float, scoring: dict,
+                   task_dir: str | None, run_dir: str) -> None:
+    """One lmms-eval run of one setting into ``run_dir``; its rows go into ``result``."""
     import os
 
     from .scoring.lmms_run import read_records, run_lmms_eval, score_rows
 
-    result = JobResult(rule="infer", params={**setting, "pre": pre, "method": method, "budget": budget,
-                                             "scoring": scoring})
     os.makedirs(run_dir, exist_ok=True)
     setting_path, records_path = os.path.join(run_dir, "setting.json"), os.path.join(run_dir, "records.jsonl")
     with atomic_write(setting_path) as f:
@@ -203,7 +203,6 @@ def _infer_setting(setting: dict, pre: str, method: str, budget: float, scoring:
     scores, per_sample = score_rows(results, samples, key, sample_ids)
     result.add("scores", *scores)
     result.add("sample_scores", *per_sample)
-    result.write(result_path)
 
 
 def probe(input, output, params, wildcards) -> None:
@@ -221,7 +220,7 @@ def probe(input, output, params, wildcards) -> None:
 
 
 def collect_results(input, output, params, wildcards) -> None:
-    counts = collect(list(input.results), output.database, params.config)
+    counts = collect(list(input.results), output.database, params.config, params.model_paths)
     print(json.dumps(counts, indent=1))
 
 

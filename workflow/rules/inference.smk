@@ -2,22 +2,24 @@
 # its own result file and lmms-eval run folder. `inference.job_per` chooses how settings are spread over jobs:
 #   setting: one job each (parallel on a cluster, incremental, a failure costs one setting);
 #   model:   one job per model and pre-LLM method runs all its settings in one process, so lmms-eval and the model
-#            are loaded once (CPU studies, whose settings take seconds); a changed method list reruns the job.
+#            are loaded once (CPU studies, whose settings take seconds), into one result file; a changed method
+#            list reruns the job.
 # The plugin model `hybridreduce` answers every document through the inference code path and records kept counts,
 # FLOPs and timings as it goes, so no sample is run twice for one setting.
 if config["inference"]["job_per"] == "setting":
     INFER_JOB = "{model}/{pre}/{method}/b{budget}"
-    INFER_RESULTS = [INFERENCE_RESULT]
+    INFER_RESULT = INFERENCE_RESULT
 
     def infer_settings(wildcards):
         return [(wildcards.method, float(wildcards.budget))]
 
 else:
     INFER_JOB = "{model}/{pre}"
-    INFER_RESULTS = [INFERENCE_RESULT.format(model="{model}", pre="{pre}", method=m, budget=b) for m, b in METHOD_BUDGETS]
+    # one result file holding every setting of the job (each model and pre-LLM method may run its own methods)
+    INFER_RESULT = f"{RESULTS}/inference/{{model}}/{{pre}}.json"
 
     def infer_settings(wildcards):
-        return METHOD_BUDGETS
+        return [(m, b) for model, pre, m, b in SETTINGS if (model, pre) == (wildcards.model, wildcards.pre)]
 
 
 def infer_run_dirs(wildcards):
@@ -56,14 +58,15 @@ rule infer:
         model=model_input,
         task=local_task_input,
     output:
-        # one result file per (in-LLM method, budget) of the job, in the order of params.settings
-        results=INFER_RESULTS,
+        # the job's result file (every setting's rows)
+        result=INFER_RESULT,
         runs=directory(f"{RESULTS}/lmms_eval/runs/{INFER_JOB}"),
     params:
         settings=infer_settings,
         run_dirs=infer_run_dirs,
         model=lambda wildcards: {**config["models"][wildcards.model], "path": MODEL_PATHS[wildcards.model]},
-        run={k: v for k, v in config["inference"].items() if k not in ("models", "pre_llm", "methods", "budgets", "job_per")},
+        run={k: v for k, v in config["inference"].items()
+             if k not in ("models", "pre_llm", "methods", "budgets", "job_per", "with_pre_llm", "model_methods")},
         frames=config["frames"],
         scoring=config["scoring"],
         reduction=config["reduction"],

@@ -154,7 +154,7 @@ def _plan(spec: SyntheticSpec, index: int, rng: np.random.Generator) -> tuple[st
         quadrant = int(rng.integers(len(QUADRANTS)))
         cell = [(quadrant // 2) * half + int(rng.integers(half)), (quadrant % 2) * half + int(rng.integers(half))]
         events.append({"role": role, "shape": shape, "colour": colour, "quadrant": QUADRANTS[quadrant],
-                       "cell": cell, "start_s": round(float(start), 3), "end_s": round(float(start + duration), 3)})
+                       "cell": cell, "cells": spec.cells, "start_s": round(float(start), 3), "end_s": round(float(start + duration), 3)})
     targets = sorted(events[:k], key=lambda e: e["start_s"])
     return qtype, targets + events[k:]
 
@@ -222,17 +222,20 @@ def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator, w
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 
-def evidence_mask(events: list[dict], timestamps, cells: int, grid: tuple[int, int]) -> np.ndarray:
+def evidence_mask(events: list[dict], timestamps, grid: tuple[int, int]) -> np.ndarray | None:
     """``(T, gh, gw)`` bool: the vision tokens that show an asked-about (target) event, for frames sampled at
-    ``timestamps`` (seconds) on a token grid ``grid`` (a multiple of the generator's ``cells``). An event is
-    visible in a frame at time t when ``start_s <= t < end_s``, as the generator draws it."""
+    ``timestamps`` (seconds) on a token grid ``grid``. An event is visible in a frame at time t when
+    ``start_s <= t < end_s``, as the generator draws it. None when the events carry no grid cell (manifest
+    samples, older synthetic ones) or the token grid is not a multiple of the events' ``cells``: then nothing
+    can say which tokens are evidence."""
     gh, gw = grid
-    if gh % cells or gw % cells:
-        raise ValueError(f"token grid {grid} is not a multiple of the benchmark's {cells} x {cells} cells")
     t = np.asarray(timestamps, dtype=float)
     mask = np.zeros((len(t), gh, gw), dtype=bool)
-    sy, sx = gh // cells, gw // cells
     for e in targets(events):
+        cells = e.get("cells")
+        if not cells or "cell" not in e or gh % cells or gw % cells:
+            return None
+        sy, sx = gh // cells, gw // cells
         r, c = e["cell"]
         visible = (e["start_s"] <= t) & (t < e["end_s"])
         mask[visible, r * sy : (r + 1) * sy, c * sx : (c + 1) * sx] = True

@@ -80,3 +80,22 @@ def read_provenance(path: str) -> Provenance | None:
         return None
     with open(file) as f:
         return Provenance(**json.load(f))
+
+
+def model_row(name: str, model_cfg: dict, path: str) -> dict:
+    """The ``models`` table row of ``models.<name>`` with checkpoint folder ``path``: where its weights come from
+    (its provenance.json when it has one) and what it was trained on."""
+    prov = read_provenance(path) if path and os.path.isdir(path) else None
+    training = (prov.recipe["model"].get("training") if prov else None) or {}
+    if prov is None:
+        origin = "external checkpoint" if model_cfg.get("path") else "random weights"
+    elif model_cfg.get("path"):
+        origin = "shipped checkpoint"
+    else:
+        origin = "finetuned by the study" if prov.base else "trained by the study"
+    steps = [r["step"] for r in prov.curve] if prov else []
+    return {"model": name, "kind": model_cfg.get("kind", "tiny"), "path": path, "origin": origin,
+            "base": prov.base if prov else None, "recipe_hash": prov.recipe_hash if prov else None,
+            "seed": prov.seed if prov else None, "code_commit": prov.code_commit if prov else None,
+            "steps": max(steps) if steps else None, "reduction_budgets": training.get("reduction_budgets"),
+            "val_accuracy": prov.val_accuracy if prov else None}

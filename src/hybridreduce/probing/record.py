@@ -28,6 +28,7 @@ class LayerRecord:
         importance: ``(S, N)`` query-conditioned importance, normalised over V (Mamba: decay-free).
         importance_decay: ``(S, N)`` the same with the Mamba decay included (attention rows repeat
             ``importance``: attention has no decay term).
+        importance_last: ``(S, N)`` the same score with the last token as the only query (FastV's query).
         vision_states: ``(S, N, D)`` the vision tokens' input to each scoring layer.
         last_hidden: ``(D,)`` the last query token's final hidden state.
     """
@@ -36,6 +37,7 @@ class LayerRecord:
     types: list[str]
     importance: np.ndarray
     importance_decay: np.ndarray
+    importance_last: np.ndarray
     vision_states: np.ndarray
     last_hidden: np.ndarray
 
@@ -43,8 +45,10 @@ class LayerRecord:
 @torch.no_grad()
 def record_layers(stack: DecoderStack, embeds: torch.Tensor, layout: PromptLayout) -> LayerRecord:
     """Run ``embeds`` ``(1, L, D)`` through the decoder unreduced and record every scoring layer."""
-    layers, types, free, decay, states = [], [], [], [], []
+    layers, types, free, decay, last, states = [], [], [], [], [], []
     vision, query, start = layout.vision_idx, layout.query_idx, layout.query_start  # unreduced: input positions
+    final = embeds.shape[1] - 1
+    last_query = torch.arange(final, final + 1, device=embeds.device)
 
     def observe(i: int, hidden: torch.Tensor, ctx: dict, state) -> None:
         kind = stack.layer_types[i]
@@ -57,11 +61,13 @@ def record_layers(stack: DecoderStack, embeds: torch.Tensor, layout: PromptLayou
         decay.append(score_layer(stack, i, hidden, ctx, query, vision, start, Scorer(mamba_decay=True),
                                   None).float().cpu()
                      if kind == MAMBA else free[-1])
+        last.append(score_layer(stack, i, hidden, ctx, last_query, vision, final, Scorer(query="last_token"),
+                                None).float().cpu())
         states.append(hidden[0, vision].float().cpu())
 
     result = prefill(stack, embeds, layout, observer=observe)
     return LayerRecord(layers, types, torch.stack(free).numpy(), torch.stack(decay).numpy(),
-                       torch.stack(states).numpy(), result.last_hidden.float().cpu().numpy())
+                       torch.stack(last).numpy(), torch.stack(states).numpy(), result.last_hidden.float().cpu().numpy())
 
 
 @torch.no_grad()

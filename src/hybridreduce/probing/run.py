@@ -14,6 +14,13 @@ Retention at scoring layer ``l`` with keep ratio ``r``:
 
 Controls: the same tokens removed at the input (floor) and nothing removed (ceiling);
 ``retention = (score_l - floor) / (ceiling - floor)``, with a confidence interval over resampled splits.
+
+Evidence ranking (``evidence_ranking``): the generator knows which vision tokens show the asked-about events
+(:func:`~hybridreduce.dataset.synthetic.evidence_mask`); per scoring layer and score variant, the ROC-AUC and
+recall@k (k = ``topk_frac`` of N) of those tokens on the unreduced forward. Variants: ``attention`` (attention
+layers), ``mamba_decay_free`` (the paper's Mamba score) and ``mamba_decay`` (Mamba layers), ``last_token`` (the
+layer's score with the last token as the query, FastV's), and two controls: ``norm`` (the token's hidden-state
+norm at the layer's input, a saliency score that ignores the question) and ``random``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..dataset.synthetic import COLOURS, SyntheticSpec
+from ..dataset.synthetic import COLOURS, SyntheticSpec, evidence_mask
 from ..models.adapter import TinyVLMAdapter, load_adapter
 from ..models.train import Pool
 from ..reduction.engine import PromptLayout
@@ -43,6 +50,26 @@ def _event_frames(sample, num_frames: int, spec: SyntheticSpec) -> np.ndarray:
     return np.array([any(e["start_s"] <= ti < e["end_s"] for e in sample.events) for ti in t])
 
 
+def _evidence_rows(name: str, records, evidence: list[np.ndarray], frac: float, seed: int):
+    """``evidence_ranking`` rows: every score variant at every scoring layer (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    random = [rng.random(len(e)) for e in evidence]
+    layers, types = records[0].layers, records[0].types
+    for j, (layer, kind) in enumerate(zip(layers, types)):
+        variants = {"last_token": [r.importance_last[j] for r in records],
+                    "norm": [np.linalg.norm(r.vision_states[j], axis=-1) for r in records],
+                    "random": random}
+        if kind == "attention":
+            variants["attention"] = [r.importance[j] for r in records]
+        else:
+            variants["mamba_decay_free"] = [r.importance[j] for r in records]
+            variants["mamba_decay"] = [r.importance_decay[j] for r in records]
+        for score, maps in variants.items():
+            yield "evidence_ranking", _nulls({"model": name, "layer": layer, "layer_type": kind, "score": score,
+                                              "k_frac": frac, **analysis.evidence_summary(maps, evidence, frac,
+                                                                                         rng=seed)})
+
+
 def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int, cfg: dict, seed: int
                 ) -> Iterator[tuple[str, dict]]:
     """Yield ``(table, row)`` for ``layer_sparsity``, ``layer_stability`` and ``probe_retention``."""
@@ -55,11 +82,14 @@ def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int
     keep_ratio = cfg["keep_ratio"]
 
     records, state_x, state_floor, state_y, event_x, event_floor, colours, ceiling = [], [], [], [], [], [], [], []
+    evidence = []
     for i, sample in enumerate(pool.samples):
         frames = pool.batch(i)
         with torch.no_grad():
             vision = adapter.model.video_features(frames)  # (T, h, w, D)
         t, h, w, _ = vision.shape
+        mask = evidence_mask(sample.events, pool.timestamps, (h, w))
+        evidence.append(mask.reshape(-1) if mask is not None else np.zeros(t * h * w, dtype=bool))
         row, p, _ = adapter.embed_prompt(vision.reshape(t * h * w, -1), sample.question, sample.options)
         layout = PromptLayout(torch.arange(p, p + t * h * w), torch.arange(p + t * h * w, row.shape[0]))
         embeds = row[None].detach()
@@ -92,6 +122,7 @@ def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int
             j = row.pop("layer")
             yield "layer_sparsity", _nulls({"model": name, "score": score_name, "layer": layers[j],
                                             "layer_type": types[j], **row})
+    yield from _evidence_rows(name, records, evidence, cfg["topk_frac"], seed)
     for row in analysis.stability_summary([r.importance for r in records], frac=cfg["topk_frac"]):
         a, b = row.pop("layer_a"), row.pop("layer_b")
         row.pop("n_spearman", None)

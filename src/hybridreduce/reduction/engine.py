@@ -29,11 +29,14 @@ class PromptLayout:
         query_idx: ``(|Q|,)`` int64 indices of the query tokens (after every vision token).
         position_ids: ``(L,)`` or ``(3, L)`` position ids of the input tokens; None means ``0..L-1``. A
             pre-LLM reduction passes the full video's positions of the tokens it kept.
+        evidence: ``(N,)`` bool, the vision tokens that show what the question asks about (the synthetic
+            benchmark's ground truth), or None. Only the ``oracle`` scorer reads it.
     """
 
     vision_idx: torch.Tensor
     query_idx: torch.Tensor
     position_ids: torch.Tensor | None = None
+    evidence: torch.Tensor | None = None
 
     @functools.cached_property
     def query_start(self) -> int:
@@ -53,7 +56,9 @@ class Scorer:
     """How a stage ranks vision tokens.
 
     Attributes:
-        kind: ``unified`` (attention and Mamba layers), ``attention`` (attention layers only) or ``random``.
+        kind: ``unified`` (attention and Mamba layers), ``attention`` (attention layers only), ``random``, or
+            ``oracle`` (a control: the ground-truth evidence tokens of ``PromptLayout.evidence`` first, the others
+            in random order).
         query: ``question`` (every query token asks) or ``last_token`` (FastV / PDrop).
         mamba_decay: include the SSM's position-dependent decay in the Mamba score (ablation).
         seed: for ``random``.
@@ -113,6 +118,8 @@ def score_layer(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, qu
     token's position in the current sequence."""
     if scorer.kind == "random":
         return torch.rand(len(vision), generator=generator).to(hidden.device)
+    if scorer.kind == "oracle":
+        raise ValueError("the oracle scorer ranks by the layout's evidence: prefill calls it, not score_layer")
     from .importance import attention_importance, mamba_importance
 
     mixer, normed = stack.mixer_input(i, hidden)
@@ -156,7 +163,14 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
     is_query[layout.query_idx] = True
     stages = dict(zip(schedule.stage_layers, schedule.keep_counts)) if schedule else {}
     scorer = scorer or Scorer()
-    generator = torch.Generator().manual_seed(scorer.seed) if scorer.kind == "random" else None
+    generator = torch.Generator().manual_seed(scorer.seed) if scorer.kind in ("random", "oracle") else None
+    if scorer.kind == "oracle":
+        if layout.evidence is None:
+            raise ValueError("the oracle scorer needs PromptLayout.evidence (the synthetic benchmark's ground truth)")
+        # evidence first (score >= 1), the rest in random order: a ceiling on what a selection at a budget can keep
+        evidence = torch.zeros(length, device=embeds.device)
+        evidence[layout.vision_idx] = layout.evidence.to(embeds.device).float() + torch.rand(
+            len(layout.vision_idx), generator=generator).to(embeds.device) * 0.5
 
     index = torch.arange(length, device=embeds.device)
     hidden = embeds
@@ -191,7 +205,10 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                     else:  # the last token asks
                         first = hidden.shape[1] - 1
                         query = torch.arange(first, first + 1, device=hidden.device)
-                    scores = score_layer(stack, i, hidden, ctx, query, vision, first, scorer, generator)
+                    if scorer.kind == "oracle":
+                        scores = evidence.index_select(0, state.index.index_select(0, vision))
+                    else:
+                        scores = score_layer(stack, i, hidden, ctx, query, vision, first, scorer, generator)
                     chosen = torch.nonzero_static(top_k_mask(scores, n_kept), size=n_kept).view(-1)
                     keep_mask.index_fill_(0, vision.index_select(0, chosen), True)
                 elif n_kept > 0:

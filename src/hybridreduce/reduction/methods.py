@@ -47,6 +47,10 @@ REGISTRY: dict[str, InLLMMethod] = {
         "PDrop: pyramid of 3 stages at 1/4, 1/2, 3/4 depth with one keep ratio, last-token score",
         first_layer=0.25, num_stages=3),
     "random": InLLMMethod("progressive", Scorer("random"), "the paper's schedule, random choice of tokens"),
+    "oracle": InLLMMethod(
+        "progressive", Scorer("oracle"),
+        "control (synthetic benchmark only): the paper's schedule keeping the ground-truth evidence tokens first, "
+        "the rest at random; the ceiling of a selection at each budget"),
     "attention_only": InLLMMethod(
         "progressive", Scorer("attention", "question"), "ablation: paper's schedule, score from attention layers only"),
     "mamba_decay": InLLMMethod(
@@ -58,6 +62,12 @@ REGISTRY: dict[str, InLLMMethod] = {
     "high_to_low": InLLMMethod(
         "high_to_low", Scorer("unified", "question"), "ablation: pruning shrinks with depth (reverse of the paper)"),
 }
+
+
+# The study's `reduction` defaults (the config schema fills the same values): three stages from layer 0, FastV's K
+# at 1/16 of the depth (its K = 2 of 32 layers), and no layer below 0.2 x the budget (5% of the vision tokens at
+# b = 0.25). Stages from layer 1 would leave no low-to-high schedule at b = 0.25 above that floor on 16 layers.
+DEFAULTS = {"first_layer": 0, "num_stages": 3, "fastv_layer": 0.0625, "min_layer_share": 0.2}
 
 
 def get_method(name: str) -> InLLMMethod:
@@ -81,11 +91,17 @@ def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg:
     scorer = Scorer(method.scorer.kind, method.scorer.query, method.scorer.mamba_decay, seed)
     if method.schedule is None or budget >= 1:
         return no_reduction(num_layers, num_vision), scorer
-    scoring = [i for i, t in enumerate(layer_types) if t != MLP and (scorer.kind == "random" or t in scorer.scoring_types())]
+    scoring = [i for i, t in enumerate(layer_types)
+               if t != MLP and (scorer.kind in ("random", "oracle") or t in scorer.scoring_types())]
     if name == "fastv":
-        first = cfg.get("fastv_layer", 2)
+        # K scales with depth when given as a fraction (FastV: K = 2 of 32 layers); at least one full layer
+        first = max(1, _layer(cfg.get("fastv_layer", DEFAULTS["fastv_layer"]), num_layers))
     else:
-        first = method.first_layer if method.first_layer is not None else cfg.get("first_layer", 1)
-    stages = stage_layers_for(num_layers, method.num_stages or cfg.get("num_stages", 4),
-                              _layer(first, num_layers), scoring)
-    return solve_schedule(method.schedule, budget, num_layers, num_vision, stages), scorer
+        first = _layer(method.first_layer if method.first_layer is not None
+                       else cfg.get("first_layer", DEFAULTS["first_layer"]), num_layers)
+    num_stages = method.num_stages or cfg.get("num_stages", DEFAULTS["num_stages"])
+    if scorer.kind == "attention":  # a hybrid has few attention layers: a stage at each, as many as there are
+        num_stages = max(1, min(num_stages, sum(layer >= first for layer in scoring)))
+    stages = stage_layers_for(num_layers, num_stages, first, scoring)
+    return solve_schedule(method.schedule, budget, num_layers, num_vision, stages,
+                          cfg.get("min_layer_share", DEFAULTS["min_layer_share"])), scorer

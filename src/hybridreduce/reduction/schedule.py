@@ -7,10 +7,19 @@ The token budget ``b`` (STUDY.md §3) is the mean over all ``L`` layers of the f
 vision tokens that layer processes (compute ∝ b). Each kind of schedule has one free parameter, solved by
 bisection so the realised mean equals ``b``; the last stage's count is then nudged so the realised number of
 tokens is within one token per layer of ``b·N``.
+
+**No degenerate schedules.** Every layer must process at least ``min_share·b·N`` vision tokens (config
+``reduction.min_layer_share``: at the default 0.2 and ``b = 0.25``, 5% of the vision tokens). A budget that the schedule cannot reach that way is infeasible
+(:class:`~hybridreduce.errors.ConfigError`, recorded by the study as ``infeasible_schedule``), never realised with
+fewer tokens. The progressive and high-to-low schedules have a steepness ``s`` (how much faster the pruning grows
+from stage to stage); ``s = 1`` is the default shape, and where it would leave a layer below the floor the
+steepest shape in ``s = 0.9, 0.8, … 0.1`` that keeps every layer above it is used (still strictly low-to-high,
+resp. high-to-low); the realised keep ratios are recorded with every setting.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -80,15 +89,19 @@ def stage_layers_for(num_layers: int, num_stages: int, first_layer: int, allowed
     return tuple(out)
 
 
-def _ratios(kind: str, p: float, k: int) -> list[float]:
+STEEPNESS = tuple(round(1.0 - 0.1 * i, 1) for i in range(10))  # 1.0, 0.9, ..., 0.1: tried in this order
+
+
+def _ratios(kind: str, p: float, k: int, steepness: float = 1.0) -> list[float]:
     """Keep ratio of each of ``k`` stages for free parameter ``p`` in [0, 1] (0 = keep all, 1 = drop all).
 
-    ``progressive``: ``r_i = (1 - p) ** (i / k)`` for i = 1..k, so each stage prunes a larger share than the one
-    before (low-to-high); ``high_to_low`` reverses the exponents; ``uniform`` and ``single`` use ``1 - p``.
+    ``progressive``: ``r_i = (1 - p) ** e_i`` with ``e_i = (1 - s) + s·i/k`` for i = 1..k (``s`` = steepness; at
+    ``s = 1``, ``e_i = i/k``), so each stage prunes a larger share than the one before (low-to-high);
+    ``high_to_low`` reverses the exponents; ``uniform`` and ``single`` use ``1 - p``.
     """
     if kind in ("uniform", "single"):
         return [1.0 - p] * k
-    exponents = [(i + 1) / k for i in range(k)]
+    exponents = [(1 - steepness) + steepness * (i + 1) / k for i in range(k)]
     if kind == "high_to_low":
         exponents.reverse()
     return [(1.0 - p) ** e for e in exponents]
@@ -105,9 +118,10 @@ def _counts(ratios: list[float], n: int) -> list[int]:
 
 
 def solve_schedule(
-    kind: str, budget: float, num_layers: int, num_vision: int, stage_layers: tuple[int, ...]
+    kind: str, budget: float, num_layers: int, num_vision: int, stage_layers: tuple[int, ...], min_share: float = 0.0
 ) -> Schedule:
-    """The schedule of ``kind`` on ``stage_layers`` whose realised budget equals ``budget`` (±1 token/layer)."""
+    """The schedule of ``kind`` on ``stage_layers`` whose realised budget equals ``budget`` (±1 token/layer), with
+    every layer processing at least ``min_share·budget·num_vision`` tokens (see the module docstring)."""
     if kind not in KINDS:
         raise ConfigError(f"reduction: unknown schedule '{kind}' (known: {', '.join(KINDS)})")
     if not 0 < budget <= 1:
@@ -116,10 +130,26 @@ def solve_schedule(
         return no_reduction(num_layers, num_vision)
     if kind == "single":
         stage_layers = stage_layers[:1]
+    floor_tokens = max(1, math.ceil(min_share * budget * num_vision - 1e-9))
+    shapes = STEEPNESS if kind in ("progressive", "high_to_low") else (1.0,)
+    for steepness in shapes:
+        sched = _solve(kind, budget, num_layers, num_vision, stage_layers, steepness)
+        if min(sched.tokens_per_layer()) >= floor_tokens:
+            return sched
+    raise ConfigError(
+        f"reduction: budget {budget} cannot be reached by a '{kind}' schedule on layers {list(stage_layers)} of a "
+        f"{num_layers}-layer model with every layer processing at least {floor_tokens} of the {num_vision} vision "
+        f"tokens (reduction.min_layer_share {min_share} x the budget); the last stage would keep "
+        f"{sched.keep_counts[-1]}")
+
+
+def _solve(kind: str, budget: float, num_layers: int, num_vision: int, stage_layers: tuple[int, ...],
+           steepness: float) -> Schedule:
     k = len(stage_layers)
 
     def make(p: float) -> Schedule:
-        return Schedule(kind, stage_layers, tuple(_counts(_ratios(kind, p, k), num_vision)), num_layers, num_vision)
+        counts = tuple(_counts(_ratios(kind, p, k, steepness), num_vision))
+        return Schedule(kind, stage_layers, counts, num_layers, num_vision)
 
     floor = make(1.0).realised_budget
     if budget < floor - 1.0 / num_vision:

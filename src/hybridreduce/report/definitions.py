@@ -18,13 +18,19 @@ IN_LLM = {
     "none": "no in-LLM reduction (the baseline; budget 1).",
     "hybrid_progressive": "the paper's method: progressive low-to-high schedule, one query-conditioned score for "
                           "attention and Mamba layers, decay-free Mamba score.",
-    "fastv": "FastV: one stage at layer K (reduction.fastv_layer), last-token score.",
+    "fastv": "FastV: one stage at layer K (reduction.fastv_layer; as a fraction of depth, 2 of 32 layers by "
+             "default, at least 1), last-token score.",
     "pdrop": "PDrop: pyramid of 3 stages at ¼, ½, ¾ depth with one keep ratio, last-token score.",
     "random": "the paper's schedule, random choice of tokens.",
-    "attention_only": "ablation: the paper's schedule, score from attention layers only.",
+    "oracle": ("control (synthetic benchmark only): the paper's schedule keeping the ground-truth evidence tokens "
+               "(those showing what the question asks about) first, the rest at random: the ceiling of a token "
+               "selection at each budget."),
+    "attention_only": ("ablation: score from attention layers only, stages at attention layers (on a hybrid with "
+                       "few of them, as many stages as there are attention layers from the first stage layer)."),
     "mamba_decay": "ablation: the paper's schedule, Mamba score with the position-dependent decay "
                    "exp(A·Σ Δ_r) included.",
-    "early_aggressive": "ablation: one early stage (FastV-like), unified query-conditioned score.",
+    "early_aggressive": ("ablation: one stage at the first stage layer keeping the budget's share (FastV-like, "
+                         "aggressive early), unified query-conditioned score."),
     "uniform_ratio": "ablation: the paper's stages with an equal keep ratio per stage.",
     "high_to_low": "ablation: pruning shrinks with depth (the reverse of the paper's schedule).",
 }
@@ -43,7 +49,16 @@ SCORES = [
 
 TERMS = [
     ("budget", ("mean over all decoder layers of the fraction of the vision tokens entering the LLM that the layer "
-                "processes (compute ∝ budget); schedules are solved to realise it within one token per layer")),
+                "processes (compute ∝ budget); schedules are solved to realise it within one token per layer, "
+                "with every layer processing at least reduction.min_layer_share × budget of the tokens (5% at "
+                "budget 0.25); a budget a schedule cannot reach that way is recorded in failures as "
+                "infeasible_schedule. Progressive schedules use the steepest low-to-high shape that keeps that "
+                "floor")),
+    ("95% CI", ("percentile bootstrap over samples (2000 resamples, fixed seed); differences between two settings "
+                "are paired over the samples both answered (table accuracy: vs_full, vs_ours)")),
+    ("evidence tokens", ("the vision tokens that show the events the question asks about, known from the "
+                         "synthetic generator (each event fills one cell of the token grid in each frame it is "
+                         "visible in); evidence kept = those still present after the last stage")),
     ("overall budget", "pre-LLM kept fraction × realised in-LLM budget (fraction of the full video's tokens)"),
     ("accuracy", ("mean of lmms-eval's per-sample score (metric accuracy, table sample_scores) over the scored "
                   "documents of the setting")),

@@ -44,16 +44,24 @@ def draw(fig: Figure, rows: list[dict]) -> str | None:
         else:
             series: dict[str, list] = {}
             refs: dict[str, list] = {}
+            errors: dict[str, list] = {}  # rows with ci_low / ci_high: 95% CI bars on y
             for r in prows:
                 series.setdefault(r["series"], []).append((r["x"], r["y"]))
                 if "ref" in r:
                     refs.setdefault(r["series"], []).append((r["x"], r["ref"]))
+                if "ci_low" in r:
+                    errors.setdefault(r["series"], []).append((r["x"], r["ci_low"], r["ci_high"]))
             if fig.kind == "line" and BASELINE in series and len(series) > 1:
                 base, base_ref = series.pop(BASELINE), refs.pop(BASELINE, [])
+                base_err = errors.pop(BASELINE, [])
                 series = {k: v + base for k, v in series.items()}
                 refs = {k: v + base_ref for k, v in refs.items()}
+                errors = {k: v + base_err for k, v in errors.items()}
+            # rows with `chance`: the chance level as a dotted line (accuracy plots)
+            chance = [r["chance"] for r in prows if r.get("chance") is not None]
+            hline = (sum(chance) / len(chance), "chance") if chance else None
             chart = line_chart(series, fig.xlabel, fig.ylabel, refs=refs, ref_label=fig.ref_label,
-                               lines=fig.kind == "line", colours=colours)
+                               lines=fig.kind == "line", colours=colours, errors=errors, hline=hline)
         if chart:
             charts.append((name, chart))
     return compose(charts, fig.title) if charts else None
@@ -91,10 +99,12 @@ FROM binned GROUP BY ALL ORDER BY panel, series, bin""",
     Figure(
         "accuracy", "Accuracy vs in-LLM token budget", "Token reduction inside the LLM",
         "Accuracy (lmms-eval, mean per-sample score) against the realised in-LLM budget, per model, pre-LLM method "
-        "and in-LLM method. The no-reduction setting (budget 1) starts every line.",
+        "and in-LLM method, with 95% bootstrap CIs over samples (bars) and the chance level (dotted). The "
+        "no-reduction setting (budget 1) starts every line.",
         """
 SELECT model || ' · pre-LLM ' || pre_method AS panel, method AS series, budget,
-       round(realised_budget, 4) AS x, round(accuracy, 4) AS y, samples
+       round(realised_budget, 4) AS x, round(accuracy, 4) AS y, round(ci_low, 4) AS ci_low,
+       round(ci_high, 4) AS ci_high, round(chance, 4) AS chance, samples
 FROM settings ORDER BY model, pre_method, method, budget DESC""",
         xlabel="realised budget", ylabel="accuracy"),
     Figure(
@@ -120,6 +130,28 @@ FROM (SELECT *, unnest(range(len(vision_per_layer))) AS layer FROM inference
       WHERE pre_method = 'none' AND method <> 'none')
 GROUP BY model, budget, method, layer ORDER BY model, budget DESC, method, layer""",
         xlabel="decoder layer", ylabel="fraction of vision tokens processed"),
+    Figure(
+        "evidence_survival", "Ground-truth evidence tokens kept vs in-LLM budget", "Token reduction inside the LLM",
+        "Fraction of the vision tokens that show what the question asks about (the synthetic generator's ground "
+        "truth) still present after the last stage, mean over samples, against the budget asked for; no pre-LLM "
+        "reduction. oracle keeps them first (the ceiling at each budget schedule), random is the chance line of "
+        "the same schedule.",
+        """
+SELECT model AS panel, method AS series, budget AS x, round(evidence_survival, 4) AS y,
+       round(realised_budget, 4) AS realised_budget, round(final_kept, 4) AS final_kept, samples
+FROM settings WHERE pre_method = 'none' AND evidence_survival IS NOT NULL ORDER BY model, method, budget DESC""",
+        xlabel="budget", ylabel="evidence tokens kept"),
+    Figure(
+        "evidence", "Which score finds the evidence: ROC-AUC per scoring layer", "Probing",
+        "ROC-AUC of the ground-truth evidence tokens under each score on unreduced forwards of the probe videos "
+        "(mean over samples, 95% bootstrap CI): attention, the Mamba score without (mamba_decay_free, the paper's) "
+        "and with the decay, the last-token query (FastV's), and two question-blind controls, the hidden-state "
+        "norm and random (0.5). Above 0.5 the score ranks evidence above the background.",
+        """
+SELECT model AS panel, score AS series, layer AS x, round(auc, 4) AS y, round(auc_low, 4) AS ci_low,
+       round(auc_high, 4) AS ci_high, layer_type, round(recall_at_k, 4) AS recall_at_k, k_frac, n_samples
+FROM evidence_ranking ORDER BY model, score, layer""",
+        xlabel="decoder layer", ylabel="ROC-AUC of evidence tokens"),
     Figure(
         "sparsity", "Importance sparsity per scoring layer", "Probing",
         "Sparsity of each scoring layer's query-conditioned importance over the vision tokens (decay-free score; "

@@ -43,11 +43,27 @@ WITH test AS (
     FROM sample_scores a JOIN samples s USING (sample_id)
     WHERE a.pre_method = 'none' AND a.method = 'none' AND a.metric = 'accuracy'
     GROUP BY GROUPING SETS ((a.model), (a.model, s.qtype)))
-SELECT t.model, t.qtype, t.samples, t.test_accuracy, round(v.accuracy, 3) AS val_accuracy, t.chance
-FROM test t LEFT JOIN training v ON v.model = t.model AND v.split = 'val' AND v.qtype = t.qtype
+SELECT t.model, t.qtype, t.samples, t.test_accuracy,
+       round(CAST(json_extract(m.val_accuracy, '$.' || t.qtype) AS DOUBLE), 3) AS val_accuracy, t.chance
+FROM test t LEFT JOIN models m USING (model)
 ORDER BY t.model, t.qtype <> 'all', t.qtype""",
+    "models": """
+SELECT model, origin, kind, path, base, seed, steps, reduction_budgets,
+       round(CAST(val_accuracy ->> 'all' AS DOUBLE), 4) AS val_accuracy, left(recipe_hash, 12) AS recipe_hash,
+       left(code_commit, 12) AS code_commit
+FROM models ORDER BY model""",
+    "finetuned": """
+WITH pairs AS (SELECT f.model AS finetuned, b.model AS base FROM models f JOIN models b ON b.path = f.base)
+SELECT p.finetuned, p.base, s.pre_method, s.method, s.budget, round(s.accuracy, 4) AS finetuned_accuracy,
+       round(s.ci_low, 4) AS ft_ci_low, round(s.ci_high, 4) AS ft_ci_high, round(b.accuracy, 4) AS base_accuracy,
+       round(b.ci_low, 4) AS base_ci_low, round(b.ci_high, 4) AS base_ci_high,
+       round(s.evidence_survival, 4) AS ft_evidence_kept, round(b.evidence_survival, 4) AS base_evidence_kept
+FROM pairs p JOIN settings s ON s.model = p.finetuned
+     JOIN settings b ON b.model = p.base AND (b.pre_method, b.method, b.budget) = (s.pre_method, s.method, s.budget)
+ORDER BY p.finetuned, s.pre_method, s.method, s.budget DESC""",
     "inference": """
 SELECT model, pre_method AS pre, method, budget, samples, round(accuracy, 3) AS accuracy,
+       round(ci_low, 3) AS ci_low, round(ci_high, 3) AS ci_high, round(evidence_survival, 3) AS evidence_kept,
        round(realised_budget, 4) AS realised_budget, round(final_kept, 4) AS final_kept,
        round(overall_budget, 4) AS overall_budget, round(prefill_s * 1000, 2) AS prefill_ms,
        round(speedup, 2) AS speedup, round(flops_limit, 2) AS flops_limit, round(total_s * 1000, 2) AS total_ms
@@ -98,11 +114,17 @@ FROM settings WHERE pre_method = 'none' GROUP BY model ORDER BY model""",
 TITLES = {
     "dataset": ("Samples per source, split and question type", "no rows"),
     "videos": ("Videos and extracted frames", "no video was decoded"),
-    "accuracy": (("Full-token accuracy per model and question type (test: the study's samples; val: the training "
-                  "run's validation split; chance: 1 / options)"), "no inference in this study"),
+    "accuracy": (("Full-token accuracy per model and question type (test: the study's samples; val: the model's "
+                  "validation split at the end of its training, from its provenance; chance: 1 / options)"),
+                 "no inference in this study"),
     "inference": ("Accuracy, realised budget and prefill time per setting", "no inference in this study"),
     "schedules": ("Schedules (first sample; tokens per stage and per layer)", "no reduced setting"),
-    "training": ("Training log", "no model was trained in this study (random weights)"),
+    "training": ("Training log of the models trained or finetuned by the study",
+                 "no model was trained in this study"),
+    "models": (("Models: where the weights come from (shipped checkpoints carry the recipe that made them; "
+                "provenance.json in their folder)"), "no model in this study"),
+    "finetuned": ("Finetuned copy against its base model, at every setting both ran (95% bootstrap CIs)",
+                  "no model of this study is finetuned from another"),
     "failures": ("", "no failures"),
     "runs": ("Jobs per rule", "no rows"),
     "settings_used": ("Settings of this study (from its config)", "no rows"),
@@ -184,6 +206,7 @@ def render(database: str, html_path: str) -> dict:
     summary = {
         **{k: data[k] for k in ("study", "date", "config_hash", "seed", "samples")},
         "models": list(data["config"].get("inference", {}).get("models", [])),
+        "model_provenance": data["tables"]["models"].dicts(),
         "report": f"{os.path.basename(folder)}/index.html",
         "headline": data["tables"]["headline"].dicts(), "headline_budget": CLAIM5_BUDGET,
         "claims": [{k: c[k] for k in ("id", "text", "verdict", "finding")} for c in data["claims"]],

@@ -12,17 +12,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VIEWS = {
-    # one row per inference setting: accuracy from lmms-eval's per-sample log, latency medians, FLOPs ratio
+    # one row per inference setting: accuracy from lmms-eval's per-sample log with bootstrap CIs (`accuracy`),
+    # latency medians over the timed samples (inference.latency_samples), FLOPs ratio, evidence survival
     "settings": """
-SELECT i.model, i.pre_method, i.method, i.budget, i.layer_pattern LIKE '%M%' AS hybrid, count(*) AS samples,
-       avg(a.score) AS accuracy, avg(i.realised_budget) AS realised_budget, avg(i.final_kept_fraction) AS final_kept,
-       avg(i.overall_budget) AS overall_budget, median(l.prefill_s) AS prefill_s, median(l.speedup) AS speedup,
-       median(l.total_s) AS total_s, avg(i.flops_none) / avg(i.flops) AS flops_limit
-FROM inference i JOIN latency l USING (model, pre_method, method, budget, sample_id)
-     LEFT JOIN sample_scores a ON a.metric = 'accuracy' AND a.task = i.task
-         AND (a.model, a.pre_method, a.method, a.budget, a.sample_id)
-             = (i.model, i.pre_method, i.method, i.budget, i.sample_id)
-GROUP BY ALL""",
+WITH inf AS (
+    SELECT model, pre_method, method, budget, bool_or(layer_pattern LIKE '%M%') AS hybrid, count(*) AS samples,
+           avg(realised_budget) AS realised_budget, avg(final_kept_fraction) AS final_kept,
+           avg(overall_budget) AS overall_budget, avg(flops_none) / avg(flops) AS flops_limit,
+           avg(evidence_survival) AS evidence_survival
+    FROM inference GROUP BY ALL),
+lat AS (
+    SELECT model, pre_method, method, budget, median(prefill_s) AS prefill_s, median(speedup) AS speedup,
+           median(total_s) AS total_s, count(*) AS timed_samples
+    FROM latency GROUP BY ALL),
+acc AS (  -- one task: its bootstrap CIs; several: the sample-weighted accuracy only
+    SELECT model, pre_method, method, budget, sum(accuracy * samples) / sum(samples) AS accuracy,
+           CASE WHEN count(*) = 1 THEN any_value(ci_low) END AS ci_low,
+           CASE WHEN count(*) = 1 THEN any_value(ci_high) END AS ci_high, avg(chance) AS chance,
+           CASE WHEN count(*) = 1 THEN any_value(vs_full) END AS vs_full,
+           CASE WHEN count(*) = 1 THEN any_value(vs_full_low) END AS vs_full_low,
+           CASE WHEN count(*) = 1 THEN any_value(vs_full_high) END AS vs_full_high,
+           CASE WHEN count(*) = 1 THEN any_value(vs_ours) END AS vs_ours,
+           CASE WHEN count(*) = 1 THEN any_value(vs_ours_low) END AS vs_ours_low,
+           CASE WHEN count(*) = 1 THEN any_value(vs_ours_high) END AS vs_ours_high
+    FROM accuracy GROUP BY ALL)
+SELECT * FROM inf LEFT JOIN acc USING (model, pre_method, method, budget)
+                  LEFT JOIN lat USING (model, pre_method, method, budget)""",
 }
 
 

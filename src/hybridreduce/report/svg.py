@@ -43,15 +43,22 @@ def _finite(points: Points) -> Points:
 
 def line_chart(series: dict[str, Points], xlabel: str, ylabel: str, refs: dict[str, Points] | None = None,
                ref_label: str = "", lines: bool = True, colours: dict[str, str] | None = None, width: int = 520,
-               height: int = 300) -> Chart | None:
+               height: int = 300, errors: dict[str, list[tuple[float, float, float]]] | None = None,
+               hline: tuple[float, str] | None = None) -> Chart | None:
     """One polyline with point markers per series (markers only when ``lines`` is false: a scatter plot).
     ``refs[name]`` is a dashed reference line in the colour of series ``name`` (e.g. an analytic limit);
-    ``colours`` keeps a series' colour the same across the panels of a figure. None when there is no finite point
-    to draw."""
+    ``colours`` keeps a series' colour the same across the panels of a figure; ``errors[name]``: ``(x, low,
+    high)`` error bars (e.g. 95% CIs); ``hline``: ``(y, label)`` a grey dotted horizontal line (e.g. chance
+    level). None when there is no finite point to draw."""
     series = {k: _finite(v) for k, v in series.items()}
     series = {k: v for k, v in series.items() if v}
     refs = {k: _finite(v) for k, v in (refs or {}).items() if k in series}
+    bars = {k: [(x, lo, hi) for x, lo, hi in v if None not in (x, lo, hi)] for k, v in (errors or {}).items()
+            if k in series}
     points = [p for pts in [*series.values(), *refs.values()] for p in pts]
+    points += [(x, y) for v in bars.values() for x, lo, hi in v for y in (lo, hi)]
+    if hline is not None and points:
+        points.append((points[0][0], hline[0]))
     if not points:
         return None
     pad_l, pad_r, pad_t, pad_b = 56, 170, 14, 42
@@ -87,8 +94,16 @@ def line_chart(series: dict[str, Points], xlabel: str, ylabel: str, refs: dict[s
     out.append(f'<text x="{(pad_l + width - pad_r) / 2}" y="{height - 6}" text-anchor="middle">{escape(xlabel)}</text>'
                f'<text transform="translate(14 {(height - pad_b) / 2}) rotate(-90)" text-anchor="middle">'
                f"{escape(ylabel)}</text>")
+    if hline is not None:
+        out.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{sy(hline[0]):.1f}" y2="{sy(hline[0]):.1f}" '
+                   f'stroke="#888" stroke-dasharray="1 3" stroke-width="1.5"/>'
+                   f'<text x="{width - pad_r - 4}" y="{sy(hline[0]) - 4:.1f}" text-anchor="end" fill="#666">'
+                   f"{escape(hline[1])}</text>")
     for i, (name, pts) in enumerate(series.items()):
         colour = (colours or {}).get(name, PALETTE[i % len(PALETTE)])
+        for x, lo, hi in bars.get(name, []):
+            out.append(f'<line class="ci" x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(lo):.1f}" y2="{sy(hi):.1f}" '
+                       f'stroke="{colour}" stroke-width="1.2" opacity="0.7"/>')
         if name in refs:
             path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in refs[name])
             out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.2" '

@@ -31,7 +31,7 @@ DEFAULTS = {
     "model_name": "model",
     "model": {"kind": "tiny"},
     "frames": {"sampling": "uniform", "num_frames": 16, "size": [224, 224], "resize": "crop"},
-    "reduction": {"first_layer": 1, "num_stages": 4, "fastv_layer": 2},
+    "reduction": {},  # reduction.methods.DEFAULTS fill what a config leaves out
     "run": {"device": "cpu", "warmup": 1, "repeats": 3},
     "seed": 0,
 }
@@ -55,11 +55,12 @@ def split_choices(context: str) -> tuple[str, list[str]]:
 
 
 FRAME_CACHE_BYTES = 1 << 30
-_frame_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_frame_cache: OrderedDict[tuple, object] = OrderedDict()
 
 
-def decoded_frames(path: str, sampling) -> np.ndarray:
-    """``(T, H, W, 3)`` uint8 frames of ``path``, decoded once per process.
+def decoded_frames(path: str, sampling):
+    """The :class:`~hybridreduce.video.DecodedVideo` (frames ``(T, H, W, 3)`` uint8, timestamps) of ``path``,
+    decoded once per process.
 
     A job that runs several settings answers the same videos in each. Decoding was about a quarter of a setting's
     time in the default study (measured), so the frames are kept, least recently used first out, up to
@@ -70,16 +71,16 @@ def decoded_frames(path: str, sampling) -> np.ndarray:
     try:
         stat = os.stat(path)
     except OSError:  # missing or unreachable: the decoder reports it as a video failure, as it does uncached
-        return decode_frames(path, sampling).frames
+        return decode_frames(path, sampling)
     key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size, sampling)
     if key in _frame_cache:
         _frame_cache.move_to_end(key)
         return _frame_cache[key]
-    frames = decode_frames(path, sampling).frames
-    _frame_cache[key] = frames
-    while sum(f.nbytes for f in _frame_cache.values()) > FRAME_CACHE_BYTES and len(_frame_cache) > 1:
+    video = decode_frames(path, sampling)
+    _frame_cache[key] = video
+    while sum(v.frames.nbytes for v in _frame_cache.values()) > FRAME_CACHE_BYTES and len(_frame_cache) > 1:
         _frame_cache.popitem(last=False)
-    return frames
+    return video
 
 
 class HybridReduceLMM(lmms):
@@ -152,10 +153,12 @@ class HybridReduceLMM(lmms):
         height, width = self.sampling.size
         step = f"decoding {visuals[0]} to {width}x{height} frames"
         try:
-            frames = decoded_frames(visuals[0], self.sampling)
+            video = decoded_frames(visuals[0], self.sampling)
             question, options = split_choices(context)
-            step = f"answering from {len(frames)} frames of {width}x{height}"
-            predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question, options)
+            step = f"answering from {len(video.frames)} frames of {width}x{height}"
+            events = json.loads(doc.get("events") or "[]")  # the local task's ground truth (synthetic samples)
+            predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), video.frames, question,
+                                                 options, events=events, timestamps=video.timestamps)
         except VideoError as e:
             self._record([self.runner.failure(sample_id, e.kind, e.reason, e.path)], task, doc_id)
             return ""

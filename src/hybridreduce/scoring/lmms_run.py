@@ -32,6 +32,13 @@ class LmmsEvalError(RuntimeError):
     pass
 
 
+def _events(events) -> list:
+    """A sample row's events as a list (the samples table stores JSON text)."""
+    if isinstance(events, str):
+        return json.loads(events or "[]")
+    return list(events or [])
+
+
 def write_local_task(samples: list[dict], out_dir: str) -> None:
     """Copy the ``hybridreduce_local`` task (YAML + utils) to ``out_dir`` with ``samples.jsonl`` beside it; pass
     ``out_dir`` to lmms-eval's ``--include_path``. ``samples``: rows of the ``samples`` table."""
@@ -41,7 +48,9 @@ def write_local_task(samples: list[dict], out_dir: str) -> None:
     with atomic_write(os.path.join(out_dir, "samples.jsonl")) as f:
         for s in samples:
             doc = {"sample_id": s["sample_id"], "video": os.path.abspath(s["video_path"]), "question": s["question"],
-                   "options": list(s["options"]), "answer": s["answer"], "qtype": s.get("qtype") or ""}
+                   "options": list(s["options"]), "answer": s["answer"], "qtype": s.get("qtype") or "",
+                   # the generator's ground truth (synthetic samples), as JSON text: evidence tokens and the oracle
+                   "events": json.dumps(_events(s.get("events")))}
             f.write(json.dumps(doc) + "\n")
 
 

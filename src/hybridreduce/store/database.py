@@ -15,6 +15,8 @@ import tempfile
 
 import duckdb
 
+from ..models.provenance import model_row
+from ..scoring.stats import accuracy_rows
 from .benchmarks import benchmark_rows, is_benchmark_record
 from .results import canonical_hash, check_result, read_json
 from .schema import ALL_TABLES, TABLES, create_statement
@@ -36,9 +38,11 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], sc
     )
 
 
-def collect(result_paths: list[str], database: str, config: dict) -> dict[str, int]:
-    """Build ``database`` from ``result_paths`` (the study's job result files, and any benchmark records) and the
-    study ``config``.
+def collect(result_paths: list[str], database: str, config: dict, model_paths: dict[str, str] | None = None
+            ) -> dict[str, int]:
+    """Build ``database`` from ``result_paths`` (the study's job result files, and any benchmark records), the
+    study ``config`` and the checkpoint folder of every model (``model_paths``: name -> folder, for the ``models``
+    table's provenance).
 
     Returns the row count per table.
     """
@@ -58,6 +62,11 @@ def collect(result_paths: list[str], database: str, config: dict) -> dict[str, i
             rows[table].extend(table_rows)
         meta = data["meta"]
         rows["runs"].append({"output": path, **{c: meta[c] for c, _, _ in TABLES["runs"] if c != "output"}})
+
+    for name, path in (model_paths or {}).items():
+        rows["models"].append(model_row(name, config["models"][name], path))
+    chance = {r["sample_id"]: 1.0 / len(r["options"]) for r in rows["samples"] if r.get("options")}
+    rows["accuracy"] = accuracy_rows(rows["sample_scores"], chance)
 
     folder = os.path.dirname(os.path.abspath(database))
     os.makedirs(folder, exist_ok=True)

@@ -95,6 +95,10 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("flops", "DOUBLE", "analytic prefill FLOPs of the realised token counts"),
         ("flops_none", "DOUBLE", "analytic prefill FLOPs without in-LLM reduction (same LLM input)"),
         ("layer_pattern", "VARCHAR", "layer types: M = Mamba-2, * = attention, - = MLP"),
+        ("evidence_tokens", "INTEGER", "vision tokens of the whole video that show what the question asks about "
+                                       "(synthetic ground truth; NULL without)"),
+        ("evidence_per_stage", "INTEGER[]", "evidence tokens entering the LLM, then kept by each stage"),
+        ("evidence_survival", "DOUBLE", "evidence tokens after the last stage / evidence_tokens"),
     ],
     "latency": [
         *SETTING,
@@ -152,6 +156,19 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("jaccard", "DOUBLE", "Jaccard overlap of the two layers' top-25% token sets, mean over samples"),
         ("n_samples", "INTEGER", "probe samples"),
     ],
+    "evidence_ranking": [
+        ("model", "VARCHAR", "model probed"),
+        ("layer", "INTEGER", "scoring layer"),
+        ("layer_type", "VARCHAR", "`attention` or `mamba`"),
+        ("score", "VARCHAR", ("`attention`, `mamba_decay_free` (the paper's), `mamba_decay`, `last_token` (FastV's "
+                              "query), `norm` (hidden-state norm, question-blind) or `random`")),
+        ("auc", "DOUBLE", "ROC-AUC of the ground-truth evidence tokens under the score, mean over probe samples"),
+        ("auc_low", "DOUBLE", "2.5th percentile of the bootstrap mean AUC"),
+        ("auc_high", "DOUBLE", "97.5th percentile of the bootstrap mean AUC"),
+        ("recall_at_k", "DOUBLE", "fraction of the evidence tokens in the score's top k_frac of tokens, mean"),
+        ("k_frac", "DOUBLE", "k as a fraction of the vision tokens (probing.topk_frac)"),
+        ("n_samples", "INTEGER", "probe samples with evidence tokens"),
+    ],
     "probe_retention": [
         ("model", "VARCHAR", "model probed"),
         ("layer", "INTEGER", "scoring layer at whose input the tokens were removed"),
@@ -204,7 +221,39 @@ CHECKOUT_TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("command", "VARCHAR", "the command that produced it"),
     ],
 }
-ALL_TABLES = {**TABLES, **CHECKOUT_TABLES}
+# Tables the collect step derives from the jobs' rows (hybridreduce.scoring.stats): accuracy with bootstrap CIs.
+DERIVED_TABLES: dict[str, list[tuple[str, str, str]]] = {
+    "models": [
+        ("model", "VARCHAR", "model name (config `models`)"),
+        ("kind", "VARCHAR", "adapter family (`tiny`, `nemotron_h_omni`, ...)"),
+        ("path", "VARCHAR", "checkpoint folder"),
+        ("origin", "VARCHAR", ("`shipped checkpoint` (pretrained by a recipe, with provenance), `finetuned by the "
+                               "study`, `trained by the study`, `random weights`, or `external checkpoint`")),
+        ("base", "VARCHAR", "the checkpoint it was finetuned from (NULL if none)"),
+        ("recipe_hash", "VARCHAR", "sha256 of its training recipe (provenance.json)"),
+        ("seed", "BIGINT", "training seed"),
+        ("code_commit", "VARCHAR", "git commit of the code that trained it"),
+        ("steps", "INTEGER", "optimiser steps of its training (all stages)"),
+        ("reduction_budgets", "DOUBLE[]", "budgets it was finetuned under (finetuning under reduction)"),
+        ("val_accuracy", "JSON", "validation accuracy per question type at the end of its training"),
+    ],
+    "accuracy": [
+        *SETTING,
+        ("task", "VARCHAR", "lmms-eval task"),
+        ("samples", "INTEGER", "samples scored"),
+        ("accuracy", "DOUBLE", "mean per-sample accuracy (lmms-eval's sample log)"),
+        ("ci_low", "DOUBLE", "2.5th percentile of the bootstrap mean over samples (2000 resamples, fixed seed)"),
+        ("ci_high", "DOUBLE", "97.5th percentile of the bootstrap mean"),
+        ("chance", "DOUBLE", "chance level: mean of 1 / number of options over the samples (NULL if unknown)"),
+        ("vs_full", "DOUBLE", "accuracy minus the same model's full-token accuracy, on the samples both answered"),
+        ("vs_full_low", "DOUBLE", "2.5th percentile of the paired bootstrap of vs_full"),
+        ("vs_full_high", "DOUBLE", "97.5th percentile of the paired bootstrap of vs_full"),
+        ("vs_ours", "DOUBLE", "accuracy minus hybrid_progressive's at the same pre-LLM method and budget (paired)"),
+        ("vs_ours_low", "DOUBLE", "2.5th percentile of the paired bootstrap of vs_ours"),
+        ("vs_ours_high", "DOUBLE", "97.5th percentile of the paired bootstrap of vs_ours"),
+    ],
+}
+ALL_TABLES = {**TABLES, **CHECKOUT_TABLES, **DERIVED_TABLES}
 
 
 def create_statement(table: str) -> str:
