@@ -1,6 +1,7 @@
 """In-LLM reduction: layer-wise prefill, schedules, the methods registry, on real transformers model classes."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,11 +128,11 @@ def test_progressive_prunes_more_at_each_later_stage_and_high_to_low_the_reverse
 
 def test_stage_boundaries_skip_layers_that_cannot_score():
     types = ["mamba", "mlp", "mlp", "attention", "mamba", "mlp", "mamba", "attention"]
-    schedule, _ = plan("hybrid_progressive", types, 0.5, 100, {"first_layer": 1, "num_stages": 2})
+    schedule, _ = plan("hybrid_progressive", types, 0.5, 100, {"first_layer": 1, "num_stages": 2, "min_layer_share": 0})
     # wanted at layers 1 and 5 (evenly over the depth after layer 1); both are MLP-only, so the next scoring
     # layers (3 and 6) take the stages
     assert schedule.stage_layers == (3, 6)
-    schedule, _ = plan("attention_only", types, 0.5, 100, {"first_layer": 1, "num_stages": 2})
+    schedule, _ = plan("attention_only", types, 0.5, 100, {"first_layer": 1, "num_stages": 2, "min_layer_share": 0})
     assert schedule.stage_layers == (3, 7)
 
 
@@ -155,13 +156,34 @@ def test_every_registry_method_runs_on_both_model_kinds(tiny_adapter, method):
     prompt = tiny_adapter.build_prompt(grid, None, "What colour was the circle that appeared?",
                                        ["red", "green", "blue", "yellow"])
     n = len(prompt.layout.vision_idx)
-    schedule, scorer = plan(method, tiny_adapter.stack.layer_types, 0.5, n, {"first_layer": 1, "num_stages": 2})
+    if method == "oracle":  # the control ranks by the benchmark's ground truth: any evidence mask will do here
+        prompt.layout = replace(prompt.layout, evidence=torch.arange(n) % 7 == 0)
+    schedule, scorer = plan(method, tiny_adapter.stack.layer_types, 0.5, n,
+                            {"first_layer": 1, "num_stages": 2, "min_layer_share": 0})
     tokens, result = greedy_generate(tiny_adapter.stack, prompt.embeds, prompt.layout, 2, schedule, scorer,
                                      allowed_tokens=tiny_adapter.option_token_ids(4))
     assert result.vision_per_layer == schedule.tokens_per_layer()
     assert abs(sum(result.vision_per_layer) - 0.5 * n * len(result.vision_per_layer)) <= len(result.vision_per_layer) \
         or method == "none"
     assert tokens[0] in tiny_adapter.option_token_ids(4).tolist() and len(tokens) == 2
+
+
+def test_oracle_keeps_every_evidence_token_that_fits_then_random_ones(tiny_adapter):
+    frames = np.random.default_rng(1).integers(0, 255, (8, 56, 56, 3), dtype=np.uint8)
+    prompt = tiny_adapter.build_prompt(tiny_adapter.encode_video(frames), None, "How many circles appeared?",
+                                       ["1", "2", "3", "4"])
+    n = len(prompt.layout.vision_idx)
+    evidence = torch.zeros(n, dtype=torch.bool)
+    evidence[torch.tensor([3, 40, 41, 90, 127])] = True
+    layout = replace(prompt.layout, evidence=evidence)
+    schedule, scorer = plan("oracle", tiny_adapter.stack.layer_types, 0.5, n, {"first_layer": 1, "num_stages": 2})
+    assert schedule.keep_counts[-1] >= 5
+    result = prefill(tiny_adapter.stack, prompt.embeds, layout, schedule, scorer)
+    for layer, kept in result.stage_keep.items():  # every stage keeps all five, whatever else it keeps
+        assert set((layout.vision_idx[evidence]).tolist()) <= set(kept.tolist()), layer
+    # without ground truth the control refuses to run rather than rank at random
+    with pytest.raises(ValueError, match="evidence"):
+        prefill(tiny_adapter.stack, prompt.embeds, prompt.layout, schedule, scorer)
 
 
 def test_pre_llm_reduction_keeps_full_video_positions(tiny_adapter):
@@ -335,7 +357,7 @@ def test_a_reduced_prefill_reads_nothing_back_from_the_device(build, query):
     model = build()
     stack, embeds = stack_for(model), embeds_for(model)
     schedule = plan("hybrid_progressive", stack.layer_types, 0.25, len(LAYOUT.vision_idx),
-                    {"first_layer": 1, "num_stages": 3})[0]
+                    {"first_layer": 1, "num_stages": 3, "min_layer_share": 0})[0]
     scorer = Scorer("unified", query)
     layout = PromptLayout(LAYOUT.vision_idx, LAYOUT.query_idx)
     with HostReads() as first:
@@ -386,7 +408,7 @@ def test_reduced_prefill_with_eager_attention_after_sdpa_equals_a_fresh_eager_st
     model = nemotron_h("sdpa")
     stack, embeds = stack_for(model), embeds_for(model)
     schedule = plan("hybrid_progressive", stack.layer_types, 0.25, len(LAYOUT.vision_idx),
-                    {"first_layer": 1, "num_stages": 2})[0]
+                    {"first_layer": 1, "num_stages": 2, "min_layer_share": 0})[0]
     prefill(stack, embeds, LAYOUT, schedule)  # fills the maskless lengths under SDPA
     model.set_attn_implementation("eager")
     again = prefill(stack, embeds, LAYOUT, schedule)

@@ -52,6 +52,26 @@ def validate_config(config: dict, schema_path: str) -> dict:
     return config
 
 
+def merge_config(base: dict, override: dict) -> dict:
+    """``override`` merged over ``base`` as Snakemake merges ``--configfile`` files over the embedded default:
+    nested mappings key by key, everything else (lists included) replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge_config(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def load_config(repo_dir: str, *configfiles: str) -> dict:
+    """The validated config of ``snakemake --configfile <configfiles>`` run from the repository ``repo_dir``:
+    ``config/config.yaml`` with each file merged over it, schema defaults filled."""
+    config = {}
+    for path in (os.path.join(repo_dir, "config", "config.yaml"), *configfiles):
+        with open(path) as f:
+            config = merge_config(config, yaml.safe_load(f) or {})
+    return validate_config(config, os.path.join(repo_dir, "workflow", "schemas", "config.schema.yaml"))
+
+
 def check_checkpoint(path: str, field: str) -> str:
     """``path`` must be a checkpoint folder; the error names the config ``field``."""
     if not path or not os.path.isdir(path):

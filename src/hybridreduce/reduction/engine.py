@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -164,7 +164,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
     stages = dict(zip(schedule.stage_layers, schedule.keep_counts)) if schedule else {}
     scorer = scorer or Scorer()
     generator = torch.Generator().manual_seed(scorer.seed) if scorer.kind in ("random", "oracle") else None
-    if scorer.kind == "oracle":
+    if scorer.kind == "oracle" and fixed_keep is None:
         if layout.evidence is None:
             raise ValueError("the oracle scorer needs PromptLayout.evidence (the synthetic benchmark's ground truth)")
         # evidence first (score >= 1), the rest in random order: a ceiling on what a selection at a budget can keep
@@ -257,7 +257,7 @@ def _append_position(layout: PromptLayout) -> PromptLayout:
         return layout
     nxt = pos.max() + 1
     extra = torch.full((*pos.shape[:-1], 1), int(nxt), dtype=pos.dtype, device=pos.device)
-    return PromptLayout(layout.vision_idx, layout.query_idx, torch.cat([pos, extra], dim=-1))
+    return replace(layout, position_ids=torch.cat([pos, extra], dim=-1))
 
 
 @torch.no_grad()

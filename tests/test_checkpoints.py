@@ -1,0 +1,72 @@
+"""The shipped checkpoints (checkpoints/): made by the pretraining recipe in the repository (config/pretrain-tiny.yaml),
+as their provenance says, and as accurate on freshly rendered validation videos as it records; and the recipe
+itself is deterministic (a few steps twice give bit-identical weights)."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, run_snakemake
+from safetensors.torch import load_file
+
+from hybridreduce.config import load_config, training_data
+from hybridreduce.dataset.synthetic import SyntheticSpec
+from hybridreduce.models.adapter import TinyVLMAdapter
+from hybridreduce.models.provenance import read_provenance, recipe, recipe_hash
+from hybridreduce.models.train import Pool, evaluate
+
+PRETRAIN = REPO / "config" / "pretrain-tiny.yaml"
+CONFIG = load_config(str(REPO), str(PRETRAIN))
+SHIPPED = CONFIG["pretraining"]["models"]
+ACCURACY_TARGET = 0.9
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+def test_the_shipped_checkpoint_was_made_by_the_recipe_in_the_repository(model):
+    path = REPO / CONFIG["pretraining"]["out_dir"] / model
+    prov = read_provenance(str(path))
+    assert prov is not None, f"{path} has no provenance.json"
+    expected = recipe(CONFIG["models"][model], training_data(CONFIG, model), CONFIG["seed"])
+    assert prov.recipe == expected and prov.recipe_hash == recipe_hash(expected)
+    assert prov.code_commit and not prov.code_commit.endswith("+dirty")
+    assert prov.val_accuracy["all"] >= ACCURACY_TARGET, prov.val_accuracy
+    # the default study loads exactly these folders
+    default = load_config(str(REPO))
+    assert (REPO / default["models"][model]["path"]).resolve() == path.resolve()
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+def test_the_shipped_checkpoint_scores_its_recorded_validation_accuracy_on_fresh_videos(model):
+    torch.set_num_threads(2)
+    path = REPO / CONFIG["pretraining"]["out_dir"] / model
+    prov = read_provenance(str(path))
+    adapter = TinyVLMAdapter(str(path))
+    training = CONFIG["models"][model]["training"]
+    spec = SyntheticSpec.for_split(CONFIG["dataset"]["synthetic"], "val", CONFIG["seed"])
+    pool = Pool(spec, training["val_videos"], CONFIG["frames"]["num_frames"], adapter.model.config.image_size)
+    measured = evaluate(adapter, pool)
+    assert measured["all"] >= ACCURACY_TARGET
+    for qtype, accuracy in prov.val_accuracy.items():
+        assert measured[qtype] == pytest.approx(accuracy, abs=0.01), qtype
+
+
+def test_pretraining_a_few_steps_twice_gives_bit_identical_weights(tmp_path):
+    """The real pretraining target (config/pretrain-tiny.yaml through Snakemake), shortened to a few steps."""
+    short = {"pretraining": {"models": ["tiny_hybrid"], "out_dir": "ckpt"},
+             "models": {"tiny_hybrid": {"training": {"steps": 3, "batch_size": 4, "train_videos": 8, "val_videos": 4,
+                                                     "log_every": 1,
+                                                     "stages": [{"num_frames": 64, "steps": 2, "batch_size": 2,
+                                                                 "lr": 0.001, "warmup": 1}]}}}}
+    weights = []
+    for run in ("a", "b"):
+        workdir = tmp_path / run
+        workdir.mkdir()
+        (workdir / "short.yaml").write_text(yaml.safe_dump(short))
+        run_snakemake(workdir, None, "--configfile", str(PRETRAIN), "short.yaml")
+        weights.append(load_file(workdir / "ckpt" / "tiny_hybrid" / "model.safetensors"))
+        prov = json.loads((workdir / "ckpt" / "tiny_hybrid" / "provenance.json").read_text())
+        assert [r["num_frames"] for r in prov["curve"] if r["split"] == "val"] == [16] * 5 + [64] * 5
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
