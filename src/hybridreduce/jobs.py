@@ -122,6 +122,7 @@ def build_model(input, output, params, wildcards) -> None:
                                     data["reduction"], init_from=base):
             log.append(row)
             result.add("training", {"model": wildcards.model, **row})
+            print(json.dumps(row), flush=True)  # the training curve in the job's log as it goes
         write_provenance(output.model, recipe(params.model, data, params.seed), log, base=base)
     else:
         build_tiny_model(params.model, output.model, seed=params.seed)

@@ -1,12 +1,4 @@
 # Frame extraction: one job per video. Unusable videos are recorded in `failures` and yield 0 frames.
-def video_input(wildcards):
-    # A user's video is an input only if it can be read, so a missing or unreadable file becomes a recorded failure
-    # (extract_frames), not a DAG error; Snakemake itself reads inputs (checksums in its metadata), and an
-    # unreadable one would stop the whole run.
-    path = VIDEOS[wildcards.sample]
-    return [path] if config["dataset"]["source"] == "synthetic" or os.access(path, os.R_OK) else []
-
-
 rule extract_frames:
     input:
         sample=f"{RESULTS}/dataset/samples/{{sample}}.json",

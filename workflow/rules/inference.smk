@@ -6,37 +6,6 @@
 #            list reruns the job.
 # The plugin model `hybridreduce` answers every document through the inference code path and records kept counts,
 # FLOPs and timings as it goes, so no sample is run twice for one setting.
-if config["inference"]["job_per"] == "setting":
-    INFER_JOB = "{model}/{pre}/{method}/b{budget}"
-    INFER_RESULT = INFERENCE_RESULT
-
-    def infer_settings(wildcards):
-        return [(wildcards.method, float(wildcards.budget))]
-
-else:
-    INFER_JOB = "{model}/{pre}"
-    # one result file holding every setting of the job (each model and pre-LLM method may run its own methods)
-    INFER_RESULT = f"{RESULTS}/inference/{{model}}/{{pre}}.json"
-
-    def infer_settings(wildcards):
-        return [(m, b) for model, pre, m, b in SETTINGS if (model, pre) == (wildcards.model, wildcards.pre)]
-
-
-def infer_run_dirs(wildcards):
-    # one lmms-eval run folder per setting, in the order of infer_settings (= the job's `runs` folder per setting)
-    base = f"{RESULTS}/lmms_eval/runs/{wildcards.model}/{wildcards.pre}"
-    return [f"{base}/{method}/b{budget}" for method, budget in infer_settings(wildcards)]
-
-
-def model_input(wildcards):
-    # Only workflow-built models are inputs; a real checkpoint's path is checked at start-up (Snakefile onstart).
-    return [] if config["models"][wildcards.model].get("path") else [MODEL_PATHS[wildcards.model]]
-
-
-def local_task_input(wildcards):
-    return [f"{RESULTS}/lmms_eval/task"] if "hybridreduce_local" in config["scoring"]["tasks"] else []
-
-
 rule lmms_task:
     input:
         samples=expand(f"{RESULTS}/dataset/samples/{{sample}}.json", sample=SAMPLES),

@@ -1,12 +1,5 @@
 # Probing (STUDY.md §4): one job per tiny model of the study (finetuned copies excluded: they share their base's
 # architecture question), on a probe set rendered from the synthetic benchmark's val split.
-def probed_models():
-    if not config["probing"]["enabled"] or config["dataset"]["source"] != "synthetic":
-        return []
-    return [m for m in config["inference"]["models"]
-            if config["models"][m].get("kind", "tiny") == "tiny" and not base_model(config, m)]
-
-
 rule probe:
     input:
         model=model_input,
