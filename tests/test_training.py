@@ -128,6 +128,8 @@ def test_finetuning_starts_from_the_base_checkpoint(tmp_path):
      "leads back to"),
     ({"base": {"kind": "tiny"}, "ft": {"kind": "tiny", "llm": {}, "training": {"init_from": "base"}}},
      "models.ft: llm cannot be set on a model finetuned from 'base'"),
+    ({"ckpt": {"kind": "tiny", "path": "some/folder", "training": {"steps": 1}}},
+     r"models.ckpt: a model loaded from its path \('some/folder'\) is not trained by the study"),
 ])
 def test_bad_init_from_is_rejected_with_its_field(models, message):
     from hybridreduce.config import base_model
@@ -136,6 +138,20 @@ def test_bad_init_from_is_rejected_with_its_field(models, message):
     with pytest.raises(ConfigError, match=message):
         for name in models:
             base_model({"models": models}, name)
+
+
+def test_pointing_a_model_at_a_checkpoint_needs_only_its_path(tmp_path):
+    """The default study's models are shipped checkpoints; a study that points one at another folder sets its path
+    and nothing else, and the finetuned copy then starts from that folder."""
+    from conftest import REPO
+
+    from hybridreduce.config import base_model, load_config, model_paths
+
+    override = tmp_path / "mine.yaml"
+    override.write_text("models:\n  tiny_hybrid: {path: my/checkpoint}\n")
+    config = load_config(str(REPO), str(override))
+    assert base_model(config, "tiny_hybrid_ft") == "tiny_hybrid"
+    assert model_paths(config, "results/default", str(REPO))["tiny_hybrid"] == "my/checkpoint"
 
 
 def test_an_unreachable_finetuning_budget_fails_before_training(pools):
