@@ -1,4 +1,4 @@
-"""Reliability guarantees (README, "Reliability"): bad config rejected before any job, interruption-safe resume,
+"""Reliability guarantees (docs/reliability.md): bad config rejected before any job, interruption-safe resume,
 deterministic results, out-of-memory reported and retried under a real memory limit, unreadable files recorded,
 isolation (declared outputs only, no network, studies never mix)."""
 

@@ -324,3 +324,9 @@ def test_snakemake_report(tiny_study, tmp_path):
     assert files == {"report.html", "index.html", *(f"{fig.key}.svg" for fig in ALL_FIGURES)}
     for fig in ALL_FIGURES:  # each figure is filed under its category (captions: see the rule-file test above)
         assert re.search(rf'"{re.escape(fig.category)}": {{[^}}]*reports/tiny/figures/{fig.key}\.svg', page), fig.key
+
+
+def test_the_table_reference_in_the_docs_is_the_one_generated_from_the_schema():
+    from hybridreduce.store.schema import markdown_reference
+
+    assert markdown_reference().strip() in (REPO / "docs" / "tables.md").read_text()

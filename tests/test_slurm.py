@@ -156,7 +156,7 @@ def test_small_study_on_slurm_equals_the_local_run(slurm_cluster, tmp_path):
     queued = subprocess.run(["squeue", "-h", "--name", run_id, "-o", "%i %k"], capture_output=True, text=True,
                             check=True).stdout
     assert "rule_infer" in queued, queued
-    # README, "Run it on SLURM": cancel the dead run's jobs, unlock, run the same command again
+    # docs/cluster.md, "Run it on SLURM": cancel the dead run's jobs, unlock, run the same command again
     subprocess.run(["scancel", "--name", run_id], check=True)
     deadline = time.time() + 60
     while subprocess.run(["squeue", "-h", "--name", run_id], capture_output=True, text=True, check=True).stdout.strip():

@@ -1,4 +1,4 @@
-"""DuckDB tables of a study: name -> ordered (column, type, description). The README's table reference is
+"""DuckDB tables of a study: name -> ordered (column, type, description). The table reference in docs/tables.md is
 generated from this list (``python -m hybridreduce tables``), so code and documentation cannot drift."""
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def create_statement(table: str) -> str:
 
 
 def markdown_reference() -> str:
-    """The table reference as Markdown (pasted into the README)."""
+    """The table reference as Markdown (docs/tables.md)."""
     out = []
     for table, cols in ALL_TABLES.items():
         out.append(f"**`{table}`**\n\n| column | type | meaning |\n| --- | --- | --- |")
