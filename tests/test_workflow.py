@@ -243,3 +243,8 @@ def test_missing_checkpoint_is_rejected_before_any_job_naming_the_path(tmp_path)
     assert proc.returncode != 0
     assert "models.real.path: model checkpoint 'checkpoints/absent-model' does not exist" in proc.stderr
     assert not (tmp_path / "results/nockpt/logs").exists()
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = run_snakemake(tmp_path, None, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr

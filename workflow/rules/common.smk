@@ -29,6 +29,13 @@ INFERENCE_RESULT = f"{RESULTS}/inference/{{model}}/{{pre}}/{{method}}/b{{budget}
 INFER_JOBS = list(dict.fromkeys((model, pre) for model, pre, _, _ in SETTINGS))
 
 
+# --- resources ---------------------------------------------------------------------------------------------------
+def job_size(rule, resource):
+    # cluster job size of `rule` (config resources.<rule>.<resource>: mem_mb or runtime in minutes) for the first
+    # attempt; the slurm profile retries a failed job with attempt x this
+    return lambda wildcards, attempt: attempt * config["resources"][rule][resource]
+
+
 # --- frames ------------------------------------------------------------------------------------------------------
 def video_input(wildcards):
     # A user's video is an input only if it can be read, so a missing or unreadable file becomes a recorded failure

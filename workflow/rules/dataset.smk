@@ -17,8 +17,8 @@ if config["dataset"]["source"] == "synthetic":
             "frames"
         resources:
             # cluster job size (workflow/profiles/slurm): config `resources.synthesize_sample`, scaled by the attempt
-            mem_mb=lambda wildcards, attempt: attempt * config["resources"]["synthesize_sample"]["mem_mb"],
-            runtime=lambda wildcards, attempt: attempt * config["resources"]["synthesize_sample"]["runtime"],
+            mem_mb=job_size("synthesize_sample", "mem_mb"),
+            runtime=job_size("synthesize_sample", "runtime"),
             cpus_per_task=lambda wildcards, threads: threads,
         conda:
             "../../envs/cpu.yaml"
@@ -40,8 +40,8 @@ else:
             "frames"
         resources:
             # cluster job size (workflow/profiles/slurm): config `resources.manifest_sample`, scaled by the attempt
-            mem_mb=lambda wildcards, attempt: attempt * config["resources"]["manifest_sample"]["mem_mb"],
-            runtime=lambda wildcards, attempt: attempt * config["resources"]["manifest_sample"]["runtime"],
+            mem_mb=job_size("manifest_sample", "mem_mb"),
+            runtime=job_size("manifest_sample", "runtime"),
             cpus_per_task=lambda wildcards, threads: threads,
         conda:
             "../../envs/cpu.yaml"

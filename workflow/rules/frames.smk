@@ -16,8 +16,8 @@ rule extract_frames:
         "frames"
     resources:
         # cluster job size (workflow/profiles/slurm): config `resources.extract_frames`, scaled by the attempt
-        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["extract_frames"]["mem_mb"],
-        runtime=lambda wildcards, attempt: attempt * config["resources"]["extract_frames"]["runtime"],
+        mem_mb=job_size("extract_frames", "mem_mb"),
+        runtime=job_size("extract_frames", "runtime"),
         cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"

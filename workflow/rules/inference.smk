@@ -47,8 +47,8 @@ rule infer:
     threads: config["inference"]["threads"]
     resources:
         # cluster job size (workflow/profiles/slurm): config `resources.infer`, scaled by the attempt
-        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["infer"]["mem_mb"],
-        runtime=lambda wildcards, attempt: attempt * config["resources"]["infer"]["runtime"],
+        mem_mb=job_size("infer", "mem_mb"),
+        runtime=job_size("infer", "runtime"),
         cpus_per_task=lambda wildcards, threads: threads,
         gpu=lambda wildcards: 1 if config["inference"].get("device", "cpu").startswith("cuda") else 0,
     conda:

@@ -21,8 +21,8 @@ rule build_model:
     threads: lambda wildcards: config["models"][wildcards.model].get("training", {}).get("threads", 1)
     resources:
         # cluster job size (workflow/profiles/slurm): config `resources.build_model`, scaled by the attempt
-        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["build_model"]["mem_mb"],
-        runtime=lambda wildcards, attempt: attempt * config["resources"]["build_model"]["runtime"],
+        mem_mb=job_size("build_model", "mem_mb"),
+        runtime=job_size("build_model", "runtime"),
         cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"

@@ -20,8 +20,8 @@ rule probe:
     threads: config["probing"]["threads"]
     resources:
         # cluster job size (workflow/profiles/slurm): config `resources.probe`, scaled by the attempt
-        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["probe"]["mem_mb"],
-        runtime=lambda wildcards, attempt: attempt * config["resources"]["probe"]["runtime"],
+        mem_mb=job_size("probe", "mem_mb"),
+        runtime=job_size("probe", "runtime"),
         cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"

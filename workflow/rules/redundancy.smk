@@ -18,8 +18,8 @@ rule reduce_redundancy:
         "redundancy"
     resources:
         # cluster job size (workflow/profiles/slurm): config `resources.reduce_redundancy`, scaled by the attempt
-        mem_mb=lambda wildcards, attempt: attempt * config["resources"]["reduce_redundancy"]["mem_mb"],
-        runtime=lambda wildcards, attempt: attempt * config["resources"]["reduce_redundancy"]["runtime"],
+        mem_mb=job_size("reduce_redundancy", "mem_mb"),
+        runtime=job_size("reduce_redundancy", "runtime"),
         cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/cpu.yaml"
