@@ -91,6 +91,20 @@ def test_real_videomme_task_runs_offline_on_a_fake_layout(local_study, tmp_path)
     assert all(json.loads(r["detail"])["pred_answer"] == predicted[r["sample_id"]] for r in per_sample)
 
 
+@pytest.mark.parametrize("args, message", [
+    ({"methd": "fastv"}, r"unknown key\(s\) methd; accepted: budget, config, .*method"),
+    ({"method": "no_such_method"}, "reduction.methods: unknown method 'no_such_method'"),
+    ({"pre": "no_such_pre"}, "unknown pre-LLM method 'no_such_pre'"),
+])
+def test_the_plugin_refuses_unknown_args_and_methods_before_any_document(local_study, tmp_path, args, message):
+    root, _ = local_study
+    record = tmp_path / "records.jsonl"
+    with pytest.raises(LmmsEvalError, match=message):
+        run_lmms_eval_cli(["hybridreduce_local"], {"model": root / "model", "record": record, **args},
+                          str(tmp_path / "out"), include_path=str(root / "task"))
+    assert not record.exists() or record.read_text() == ""  # no document was answered
+
+
 def test_failed_lmms_eval_run_raises_with_its_error(local_study, tmp_path):
     root, _ = local_study
     with pytest.raises(LmmsEvalError, match="no_such_task"):

@@ -35,6 +35,10 @@ DEFAULTS = {
     "run": {"device": "cpu", "warmup": 1, "repeats": 3},
     "seed": 0,
 }
+# the model args the plugin takes, and what lmms-eval itself adds to every model's (from its --batch_size etc.)
+MODEL_ARGS = {"model", "kind", "method", "budget", "pre", "pre_q", "num_frames", "frame_size", "config", "record",
+              "device"}
+LMMS_EVAL_EXTRAS = {"batch_size", "max_batch_size"}
 _OPTION = re.compile(r"^\s*\(?([A-Z])[.):]\s*(.*\S)\s*$")
 
 
@@ -90,7 +94,18 @@ class HybridReduceLMM(lmms):
                  device: str | None = None, **kwargs) -> None:
         super().__init__()
         from ..inference import SettingRunner
+        from ..reduction.methods import get_method
+        from ..redundancy import REGISTRY as PRE_LLM
         from ..video import FrameSampling
+
+        unknown = sorted(set(kwargs) - LMMS_EVAL_EXTRAS)
+        if unknown:
+            raise ConfigError(f"lmms-eval --model_args: unknown key(s) {', '.join(unknown)}; accepted: "
+                              f"{', '.join(sorted(MODEL_ARGS))}")
+        get_method(method)  # an unknown in-LLM method fails here, before any document runs
+        if pre != "none" and pre not in PRE_LLM:
+            raise ConfigError(f"lmms-eval --model_args: unknown pre-LLM method '{pre}' (known: none, "
+                              f"{', '.join(PRE_LLM)})")
 
         setting = json.loads(json.dumps(DEFAULTS))
         if config:
