@@ -24,6 +24,19 @@ onstart:
     claim_study_name(RESULTS, workflow.configfiles)
 
 
+onsuccess:
+    from hybridreduce.report.console import success_message
+
+    print("\n" + (f"checkpoints: {', '.join(MODEL_PATHS[m] for m in PRETRAINING['models'])}" if PRETRAINING
+                  else success_message(STUDY)))
+
+
+onerror:
+    from hybridreduce.report.console import error_message
+
+    print("\n" + error_message(workflow.configfiles))
+
+
 wildcard_constraints:
     sample="[A-Za-z0-9][A-Za-z0-9_.-]*",
     method="[a-z_0-9]+",

@@ -78,8 +78,11 @@ SELECT model, step, split, qtype, round(loss, 4) AS loss, round(accuracy, 4) AS 
        round(elapsed_s, 1) AS elapsed_s
 FROM training ORDER BY model, split DESC, step, qtype""",
     "failures": """
-SELECT stage, kind, count(*) AS samples, any_value(reason) AS reason, string_agg(sample_id, ', ') AS sample_ids
-FROM failures GROUP BY stage, kind ORDER BY stage, kind""",
+SELECT sample_id, stage, kind, reason, path FROM failures WHERE kind <> 'infeasible_schedule'
+ORDER BY stage, kind, sample_id""",
+    "infeasible": """
+SELECT stage AS setting, reason, count(*) AS samples FROM failures WHERE kind = 'infeasible_schedule'
+GROUP BY stage, reason ORDER BY stage""",
     "runs": """
 SELECT rule, count(*) AS jobs, round(sum(duration_s), 2) AS total_s, round(max(duration_s), 2) AS max_s
 FROM runs GROUP BY rule ORDER BY rule""",
@@ -125,7 +128,9 @@ TITLES = {
                 "provenance.json in their folder)"), "no model in this study"),
     "finetuned": ("Finetuned copy against its base model, at every setting both ran (95% bootstrap CIs)",
                   "no model of this study is finetuned from another"),
-    "failures": ("", "no failures"),
+    "failures": ("Failed samples, one row per sample and stage", "no failures"),
+    "infeasible": (("Settings not run: budgets a schedule cannot reach with every layer above the floor "
+                    "(reduction.min_layer_share), recorded instead of realised"), "every setting ran"),
     "runs": ("Jobs per rule", "no rows"),
     "settings_used": ("Settings of this study (from its config)", "no rows"),
     "versions": ("Software versions used by the jobs", "no rows"),
@@ -179,15 +184,18 @@ def _read(database: str) -> dict:
         create_views(con)
         study, config_hash, seed, config = con.execute(
             "SELECT study, config_hash, seed, config FROM study").fetchall()[0]
-        (date, n_samples), = con.execute(
+        (date, n_samples, n_failed), = con.execute(
             "SELECT (SELECT strftime(max(finished_at) AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M UTC') FROM runs), "
-            "(SELECT count(*) FROM samples)").fetchall()
+            "(SELECT count(*) FROM samples), (SELECT count(DISTINCT sample_id) FROM failures "
+            "WHERE kind <> 'infeasible_schedule')").fetchall()
+        failure_kinds = dict(con.execute("SELECT kind, count(DISTINCT sample_id) FROM failures GROUP BY kind "
+                                         "ORDER BY kind").fetchall())
         used_pre = [m for (m,) in con.execute("SELECT method FROM visual_reduction UNION SELECT pre_method "
                                               "FROM inference ORDER BY 1").fetchall()]
         used_in = [m for (m,) in con.execute("SELECT DISTINCT method FROM inference ORDER BY 1").fetchall()]
         return {
             "study": study, "config_hash": config_hash, "seed": seed, "config": json.loads(config), "date": date,
-            "samples": n_samples,
+            "samples": n_samples, "failed_samples": n_failed, "failure_kinds": failure_kinds,
             "tables": {k: run(con, sql, *TITLES[k]) for k, sql in QUERIES.items()},
             "figures": {f.key: _figure(con, f) for f in FIGURES},
             "claims": [_claim(con, c) for c in CLAIMS],
@@ -204,7 +212,8 @@ def render(database: str, html_path: str) -> dict:
     data = _read(database)
     folder = os.path.dirname(os.path.abspath(html_path))
     summary = {
-        **{k: data[k] for k in ("study", "date", "config_hash", "seed", "samples")},
+        **{k: data[k] for k in ("study", "date", "config_hash", "seed", "samples", "failed_samples",
+                                "failure_kinds")},
         "models": list(data["config"].get("inference", {}).get("models", [])),
         "model_provenance": data["tables"]["models"].dicts(),
         "report": f"{os.path.basename(folder)}/index.html",
