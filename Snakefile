@@ -27,14 +27,14 @@ onstart:
 onsuccess:
     from hybridreduce.report.console import success_message
 
-    print("\n" + (f"checkpoints: {', '.join(MODEL_PATHS[m] for m in PRETRAINING['models'])}" if PRETRAINING
-                  else success_message(STUDY)))
+    done = f"checkpoints: {', '.join(MODEL_PATHS[m] for m in PRETRAINING['models'])}" if PRETRAINING else None
+    print(f"\n{done or success_message(STUDY)}")
 
 
 onerror:
     from hybridreduce.report.console import error_message
 
-    print("\n" + error_message(workflow.configfiles))
+    print(f"\n{error_message(workflow.configfiles)}")
 
 
 wildcard_constraints:
