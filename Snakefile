@@ -34,7 +34,8 @@ onsuccess:
 onerror:
     from hybridreduce.report.console import error_message
 
-    print(f"\n{error_message(workflow.configfiles)}")
+    default = os.path.join(workflow.basedir, "config", "config.yaml")
+    print(f"\n{error_message([f for f in workflow.configfiles if os.path.abspath(f) != default])}")
 
 
 wildcard_constraints:

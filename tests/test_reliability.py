@@ -346,3 +346,12 @@ def test_two_studies_in_one_folder_never_mix(iso, tiny_study):
             if "model" in names:
                 models = {r[0] for r in con.execute(f'SELECT DISTINCT model FROM "{table}"').fetchall()}
                 assert models <= {"tiny_transformer"}, (table, models)
+
+
+def test_a_failed_run_prints_the_command_that_resumes_it(tmp_path):
+    cfg = tiny_config("resume", scoring={"tasks": ["no_such_task"]})  # the infer jobs fail in lmms-eval
+    cfg["dataset"]["synthetic"]["num_videos"] = 1
+    cfg["inference"]["models"] = ["tiny_transformer"]
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert proc.returncode != 0
+    assert "To resume: snakemake --cores all --configfile config.yaml --rerun-incomplete" in proc.stdout + proc.stderr

@@ -27,9 +27,10 @@ def success_message(study: str, report_dir: str = "reports") -> str:
 
 
 def resume_command(configfiles: list[str], cores: str = "all") -> str:
-    """The command that resumes an interrupted or failed run of the same study, keeping finished jobs."""
-    args = " ".join(f"--configfile {shlex.quote(os.path.relpath(f))}" for f in configfiles[1:])  # [0]: the default
-    return f"snakemake --cores {cores} {args} --rerun-incomplete".replace("  ", " ")
+    """The command that resumes an interrupted or failed run of the same study (``configfiles``: those given with
+    --configfile, not the embedded default), keeping finished jobs."""
+    args = "".join(f" --configfile {shlex.quote(os.path.relpath(f))}" for f in configfiles)
+    return f"snakemake --cores {cores}{args} --rerun-incomplete"
 
 
 def error_message(configfiles: list[str]) -> str:
