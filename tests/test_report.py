@@ -23,7 +23,7 @@ from hybridreduce.store import TABLES, JobResult, collect
 
 CHROMIUM = "/usr/bin/chromium"
 MODELS = {"hyb": "M*M-", "trf": "****"}  # a hybrid (Mamba, attention, Mamba, MLP) and a Transformer, 4 layers each
-SAMPLES = [f"s{i}" for i in range(4)]
+SAMPLES = [f"s{i}" for i in range(40)]  # enough for the verdicts' paired bootstrap CIs to separate 1.0 from 0.5
 REDUCED = ("hybrid_progressive", "early_aggressive", "mamba_decay", "fastv", "pdrop", "random")
 
 
@@ -69,7 +69,8 @@ def make_study(folder: Path, name: str = "synthetic", skip: tuple[str, ...] = ()
         n = 16 if pre == "none" else 8
         rest = round((4 * budget - 1) * n / 3)  # layer 0 sees all tokens; the mean over 4 layers is the budget
         per_layer = [n] * 4 if method == "none" else [n, rest, rest, rest]
-        correct = round(4 * accuracy(model, pre, method, budget))
+        correct = round(len(SAMPLES) * accuracy(model, pre, method, budget))
+        kept = 1.0 if method in ("none", "hybrid_progressive") else 0.5  # evidence tokens surviving the last stage
         none_s = 0.010 if pre == "none" else 0.006
         for i, sid in enumerate(SAMPLES):
             key = {"model": model, "pre_method": pre, "method": method, "budget": budget, "sample_id": sid}
@@ -79,7 +80,8 @@ def make_study(folder: Path, name: str = "synthetic", skip: tuple[str, ...] = ()
                 pre_kept_fraction=n / 16, stage_layers=[] if method == "none" else [1], keep_counts=[],
                 vision_per_layer=per_layer, realised_budget=sum(per_layer) / (4 * n),
                 final_kept_fraction=per_layer[-1] / n, overall_budget=sum(per_layer) / 64, flops=1e6 * sum(per_layer),
-                flops_none=1e6 * 4 * n, layer_pattern=MODELS[model]))
+                flops_none=1e6 * 4 * n, layer_pattern=MODELS[model], evidence_tokens=4,
+                evidence_per_stage=[4] if method == "none" else [4, round(4 * kept)], evidence_survival=kept))
             prefill = none_s / speedup(method, budget)
             pre_s = 0.001 if pre == "evs" else 0.0
             jobs["infer"].add("latency", row(
@@ -105,6 +107,12 @@ def make_study(folder: Path, name: str = "synthetic", skip: tuple[str, ...] = ()
                     jobs["probe"].add("layer_stability", row(
                         "layer_stability", model=model, layer_a=layer, layer_b=other, spearman=rho, jaccard=rho,
                         n_samples=8))
+                for score in ("attention", "last_token", "random") if ltype == "attention" else (
+                        "mamba_decay_free", "mamba_decay", "last_token", "random"):
+                    auc = {"random": 0.5, "last_token": 0.55, "mamba_decay": 0.6}.get(score, 0.8)
+                    jobs["probe"].add("evidence_ranking", row(
+                        "evidence_ranking", model=model, layer=layer, layer_type=ltype, score=score, auc=auc,
+                        auc_low=auc - 0.05, auc_high=auc + 0.05, recall_at_k=auc / 2, k_frac=0.25, n_samples=8))
                 for target in ("state", "event"):
                     value = 0.0 if layer == 0 else (0.8 if model == "hyb" else 0.3)
                     jobs["probe"].add("probe_retention", row(
@@ -162,7 +170,7 @@ def test_report_files_index_and_traceable_queries(tmp_path):
     folder = reports / "second"
     assert sorted(p.name for p in (folder / "figures").iterdir()) == sorted(f"{f.key}.svg" for f in ALL_FIGURES)
     assert json.loads((folder / "summary.json").read_text()) == summary
-    assert summary["study"] == "second" and summary["models"] == ["hyb", "trf"] and summary["samples"] == 4
+    assert summary["study"] == "second" and summary["models"] == ["hyb", "trf"] and summary["samples"] == len(SAMPLES)
     assert summary["headline"] == [{"model": m, "full_accuracy": 1.0, "paper_accuracy": 1.0, "paper_speedup": 3.2}
                                    for m in ("hyb", "trf")]
     assert "not measured" in (folder / "figures" / "claim4.svg").read_text()  # no mamba_decay: a placeholder

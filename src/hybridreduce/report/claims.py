@@ -269,8 +269,7 @@ FROM kind JOIN mass USING (model) LEFT JOIN rho USING (model) ORDER BY model""",
           CLAIM2_SQL, judge_early_vs_progressive,
           Figure("claim2", "Claim 2: early vs progressive pruning on the hybrid", "Claims", "Accuracy against the "
                  "budget asked for, early-pruning method vs hybrid_progressive, hybrid models, no pre-LLM reduction.",
-                 CLAIM2_SQL, xlabel="budget", ylabel="accuracy"),
-          evidence=("evidence_survival",)),
+                 CLAIM2_SQL, xlabel="budget", ylabel="accuracy")),
     Claim(3, "Discarded-token information persists more in the hybrid than in the Transformer.",
           "mean retention over the scoring layers after the first (where removal differs from removal at the input) "
           "is higher for every hybrid model than for every Transformer, for each probe target measured on both.",
@@ -290,7 +289,7 @@ WHERE r.layer > f.first_layer AND r.mean IS NOT NULL GROUP BY ALL ORDER BY r.tar
           Figure("claim4", "Claim 4: decay-free vs decay-included Mamba score", "Claims", "Accuracy against the "
                  "budget asked for, hybrid_progressive (decay-free) vs mamba_decay, hybrid models.",
                  CLAIM4_SQL, xlabel="budget", ylabel="accuracy"),
-          evidence=("evidence", "evidence_survival")),
+          evidence=("evidence",)),
     Claim(5, f"At {CLAIM5_BUDGET:.0%} budget: large prefill speedup, near-baseline accuracy; better than "
              "FastV/PDrop/random on the hybrid.",
           f"on every hybrid model (no pre-LLM reduction) at budget {CLAIM5_BUDGET:g}: hybrid_progressive's median "
