@@ -43,14 +43,15 @@ def main() -> None:
     import torch
 
     from hybridreduce import jobs
+    from hybridreduce.store import JobResult
 
     torch.set_num_threads(setting["run"].get("threads", 1))
 
     def run(method: str, budget: float) -> float:
         t0 = time.perf_counter()
-        jobs._infer_setting(setting, args.pre, method, budget, {"tasks": ["hybridreduce_local"]},
-                            str(results / "lmms_eval" / "task"), str(out / f"{method}{budget}"),
-                            str(out / f"{method}{budget}.json"))
+        jobs._infer_setting(JobResult(rule="infer", params={}), setting, args.pre, method, budget,
+                            {"tasks": ["hybridreduce_local"]}, str(results / "lmms_eval" / "task"),
+                            str(out / f"{method}{budget}"))
         return time.perf_counter() - t0
 
     print(f"first setting (none, 1.0), loading included: {run('none', 1.0):.2f} s")
