@@ -3,23 +3,22 @@ tokens that match the rendered pixels."""
 
 import numpy as np
 
-from hybridreduce.dataset.synthetic import (QTYPES, SyntheticSpec, evidence_mask, render_sample, targets,
-                                            training_questions)
+from hybridreduce.dataset.synthetic import QTYPES, SyntheticSpec, evidence_mask, render_sample, targets
 
 SPEC = {"duration_s": 32.0, "fps": 2, "width": 128, "height": 128, "event_duration_s": 2.5,
         "event_duration_max_s": 4.5, "distractor_frac": 0.5, "cells": 4}
 
 
-def test_half_the_videos_have_distractors_of_shapes_the_question_does_not_ask_about():
+def test_half_the_videos_have_distractors_that_no_question_asks_about():
     spec = SyntheticSpec.from_config({**SPEC, "split": "test"}, 0)
     with_distractors = {qtype: 0 for qtype in QTYPES}
     for i in range(96):
         _, sample = render_sample(spec, i, [0])
         asked = targets(sample.events)
         distractors = [e for e in sample.events if e["role"] == "distractor"]
-        assert asked and len({e["shape"] for e in asked}) == 1
-        assert all(e["shape"] != asked[0]["shape"] for e in distractors)
-        assert asked[0]["shape"] in sample.question  # "circle(s)", "cross(es)": the question names the target
+        assert asked and all(e["colour"] in sample.options or sample.qtype in ("count", "location") for e in asked)
+        assert all(e["colour"] == "white" and e["colour"] not in sample.options for e in distractors)
+        assert not {e["shape"] for e in distractors} & {e["shape"] for e in asked}
         with_distractors[sample.qtype] += bool(distractors)
     assert with_distractors == {qtype: 12 for qtype in QTYPES}  # 24 videos per type, half with distractors
 
@@ -64,12 +63,12 @@ def test_a_finer_token_grid_scales_the_evidence_cells():
     assert evidence_mask(sample.events, t, (6, 6)) is None  # not a multiple: no ground truth rather than a wrong one
 
 
-def test_training_turns_ask_about_distractor_shapes_too():
-    spec = SyntheticSpec.from_config({**SPEC, "split": "train"}, 0)
-    shapes_asked = 0
-    for i in range(8):
+def test_the_answer_ignores_the_distractors():
+    spec = SyntheticSpec.from_config({**SPEC, "split": "test"}, 0)
+    for i in range(4, 8):  # the second group of four: every question type with distractors
         _, sample = render_sample(spec, i, [0])
-        turns = training_questions(sample.events, np.random.default_rng(i))
-        distractors = {e["shape"] for e in sample.events if e["role"] == "distractor"}
-        shapes_asked += sum(any(s in q for s in distractors) for _, q, _, _ in turns)
-    assert shapes_asked > 0
+        answer = sample.options["ABCD".index(sample.answer)]
+        asked = targets(sample.events)
+        expected = {"colour": asked[0]["colour"], "location": asked[0]["quadrant"], "count": str(len(asked)),
+                    "order": asked[0]["colour"]}[sample.qtype]
+        assert answer == expected and len(sample.events) > len(asked)

@@ -114,16 +114,16 @@ def build_model(input, output, params, wildcards) -> None:
     data = params.training_data
     result = JobResult(rule="build_model", params={"model": params.model, "training_data": data, "seed": params.seed})
     if "training" in params.model:
-        from .models.provenance import recipe, write_provenance
+        from .models.provenance import code_commit, recipe, write_provenance
 
         base = input.base[0] if input.base else None
-        log = []
+        log, commit = [], code_commit()
         for row in train_tiny_model(params.model, data["synthetic"], data["num_frames"], output.model, params.seed,
                                     data["reduction"], init_from=base):
             log.append(row)
             result.add("training", {"model": wildcards.model, **row})
             print(json.dumps(row), flush=True)  # the training curve in the job's log as it goes
-        write_provenance(output.model, recipe(params.model, data, params.seed), log, base=base)
+        write_provenance(output.model, recipe(params.model, data, params.seed), log, commit, base=base)
     else:
         build_tiny_model(params.model, output.model, seed=params.seed)
     result.write(output.result)

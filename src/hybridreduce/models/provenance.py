@@ -55,8 +55,10 @@ class Provenance:
     versions: dict = field(default_factory=dict)
 
 
-def write_provenance(out_dir: str, rec: dict, log: list[dict], base: str | None = None) -> Provenance:
-    """Write ``out_dir/provenance.json`` for a model trained by ``rec`` with training log ``log``."""
+def write_provenance(out_dir: str, rec: dict, log: list[dict], commit: str | None, base: str | None = None
+                     ) -> Provenance:
+    """Write ``out_dir/provenance.json`` for a model trained by ``rec`` with training log ``log``, by the code at
+    ``commit`` (:func:`code_commit` taken when training started: the tree may change while a long run goes on)."""
     import torch
     import transformers
 
@@ -64,7 +66,7 @@ def write_provenance(out_dir: str, rec: dict, log: list[dict], base: str | None 
 
     final = max(r["step"] for r in log)
     val = {r["qtype"]: r["accuracy"] for r in log if r["split"] == "val" and r["step"] == final}
-    prov = Provenance(recipe=rec, recipe_hash=recipe_hash(rec), seed=rec["seed"], code_commit=code_commit(),
+    prov = Provenance(recipe=rec, recipe_hash=recipe_hash(rec), seed=rec["seed"], code_commit=commit,
                       val_accuracy=val, curve=log, base=base,
                       versions={"hybridreduce": __version__, "torch": torch.__version__,
                                 "transformers": transformers.__version__})
