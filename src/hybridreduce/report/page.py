@@ -44,7 +44,7 @@ WITH test AS (
     WHERE a.pre_method = 'none' AND a.method = 'none' AND a.metric = 'accuracy'
     GROUP BY GROUPING SETS ((a.model), (a.model, s.qtype)))
 SELECT t.model, t.qtype, t.samples, t.test_accuracy,
-       round(CAST(json_extract(m.val_accuracy, '$.' || t.qtype) AS DOUBLE), 3) AS val_accuracy, t.chance
+       round(CAST(json_extract(m.val_accuracy, '/' || t.qtype) AS DOUBLE), 3) AS val_accuracy, t.chance
 FROM test t LEFT JOIN models m USING (model)
 ORDER BY t.model, t.qtype <> 'all', t.qtype""",
     "models": """
