@@ -127,10 +127,10 @@ def test_decoded_frames_are_kept_per_process_and_redecoded_when_the_file_changes
     write_video(path, ramp_frames(12), fps=4)
     sampling = FrameSampling.from_config({"sampling": "uniform", "num_frames": 4, "size": [32, 32]})
     first = decoded_frames(path, sampling)
-    assert np.array_equal(first, decode_frames(path, sampling).frames)
+    assert np.array_equal(first.frames, decode_frames(path, sampling).frames)
     assert decoded_frames(path, sampling) is first  # kept, not decoded again
     write_video(path, ramp_frames(12, step=16), fps=4)
     os.utime(path, ns=(1, 1))  # a new modification time even on a coarse clock
     again = decoded_frames(path, sampling)
-    assert again is not first and np.array_equal(again, decode_frames(path, sampling).frames)
-    assert not np.array_equal(again, first)
+    assert again is not first and np.array_equal(again.frames, decode_frames(path, sampling).frames)
+    assert not np.array_equal(again.frames, first.frames)
