@@ -19,7 +19,7 @@ report: "workflow/report/workflow.rst"
 
 onstart:
     # Real runs only (not `-n`, which plans a study without its weights), before any job starts.
-    check_checkpoints(config)
+    check_checkpoints(config, MODEL_PATHS)
     check_study_name(STUDY, RESULTS, workflow.configfiles)
     claim_study_name(RESULTS, workflow.configfiles)
 

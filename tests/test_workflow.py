@@ -248,3 +248,10 @@ def test_missing_checkpoint_is_rejected_before_any_job_naming_the_path(tmp_path)
 def test_snakemake_lint_is_clean(tmp_path):
     proc = run_snakemake(tmp_path, None, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_a_job_script_imports_no_torch_until_its_rule_needs_it():
+    """Every job starts a Python process: importing the job functions must stay light (the per-sample jobs would
+    otherwise spend seconds importing torch and transformers)."""
+    code = "import sys, hybridreduce.jobs; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

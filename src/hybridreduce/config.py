@@ -80,13 +80,13 @@ def check_checkpoint(path: str, field: str) -> str:
     return path
 
 
-def check_checkpoints(config: dict) -> None:
-    """Every real checkpoint that inference uses must be a folder (checked for real runs; a dry run plans the
-    study without the weights)."""
+def check_checkpoints(config: dict, paths: dict[str, str]) -> None:
+    """Every checkpoint that inference uses and that is read from its configured path must be a folder (checked for
+    real runs; a dry run plans the study without the weights). ``paths``: model -> resolved folder
+    (:func:`model_paths`)."""
     for model in (config.get("inference") or {}).get("models", []):
-        path = config["models"][model].get("path")
-        if path:
-            check_checkpoint(path, f"models.{model}.path")
+        if config["models"][model].get("path"):
+            check_checkpoint(paths[model], f"models.{model}.path")
 
 
 def _config_ids(configfiles: list[str]) -> list[str]:

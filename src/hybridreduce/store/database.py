@@ -15,7 +15,6 @@ import tempfile
 
 import duckdb
 
-from ..models.provenance import model_row
 from ..scoring.stats import accuracy_rows
 from .benchmarks import benchmark_rows, is_benchmark_record
 from .results import canonical_hash, check_result, read_json
@@ -62,6 +61,8 @@ def collect(result_paths: list[str], database: str, config: dict, model_paths: d
             rows[table].extend(table_rows)
         meta = data["meta"]
         rows["runs"].append({"output": path, **{c: meta[c] for c, _, _ in TABLES["runs"] if c != "output"}})
+
+    from ..models.provenance import model_row  # here: the models package imports torch, which other jobs never need
 
     for name, path in (model_paths or {}).items():
         rows["models"].append(model_row(name, config["models"][name], path))
