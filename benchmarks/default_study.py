@@ -38,11 +38,13 @@ def accuracies(database: Path) -> tuple[list[tuple], list[tuple]]:
 
     with duckdb.connect(str(database), read_only=True) as con:
         rows = con.execute("""
-            SELECT m.model, 'val', CAST(m.val_accuracy ->> 'all' AS DOUBLE), max(t.elapsed_s), m.steps
-            FROM models m LEFT JOIN training t USING (model) WHERE m.val_accuracy IS NOT NULL GROUP BY ALL
-            UNION ALL
-            SELECT model, 'test', value, NULL, NULL FROM scores
-            WHERE pre_method = 'none' AND method = 'none' AND task = 'hybridreduce_local' AND metric = 'accuracy'
+            SELECT * FROM (
+                SELECT m.model, 'val' AS split, CAST(m.val_accuracy ->> 'all' AS DOUBLE) AS accuracy,
+                       max(t.elapsed_s) AS elapsed_s, m.steps AS step
+                FROM models m LEFT JOIN training t USING (model) WHERE m.val_accuracy IS NOT NULL GROUP BY ALL
+                UNION ALL
+                SELECT model, 'test', value, NULL, NULL FROM scores
+                WHERE pre_method = 'none' AND method = 'none' AND task = 'hybridreduce_local' AND metric = 'accuracy')
             ORDER BY model, split DESC, step""").fetchall()
         by_type = con.execute("""
             SELECT model, qtype, avg(score), count(*) FROM sample_scores JOIN samples USING (sample_id)
