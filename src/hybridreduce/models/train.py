@@ -223,8 +223,8 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
         stage_cfg = cfg if k == 0 else {**cfg, **stage}
         frames = stage_cfg.get("num_frames") or num_frames  # a curriculum may start on shorter clips
         if frames not in pools:
-            pools[frames] = (Pool(SyntheticSpec.for_split(synthetic_cfg, "train", seed), cfg["train_videos"], frames, size),
-                             Pool(SyntheticSpec.for_split(synthetic_cfg, "val", seed), cfg["val_videos"], frames, size))
+            pools[frames] = tuple(Pool(SyntheticSpec.for_split(synthetic_cfg, split, seed), count, frames, size)
+                                  for split, count in (("train", cfg["train_videos"]), ("val", cfg["val_videos"])))
         for row in train(adapter, *pools[frames], stage_cfg, seed + k, reduction_cfg):
             yield {**row, "step": steps + row["step"], "elapsed_s": elapsed + row["elapsed_s"],
                    "samples_seen": seen + row["samples_seen"], "num_frames": frames}

@@ -9,7 +9,8 @@ bisection so the realised mean equals ``b``; the last stage's count is then nudg
 tokens is within one token per layer of ``b·N``.
 
 **No degenerate schedules.** Every layer must process at least ``min_share·b·N`` vision tokens (config
-``reduction.min_layer_share``: at the default 0.2 and ``b = 0.25``, 5% of the vision tokens). A budget that the schedule cannot reach that way is infeasible
+``reduction.min_layer_share``: at the default 0.2 and ``b = 0.25``, 5% of the vision tokens). A budget that
+the schedule cannot reach that way is infeasible
 (:class:`~hybridreduce.errors.ConfigError`, recorded by the study as ``infeasible_schedule``), never realised with
 fewer tokens. The progressive and high-to-low schedules have a steepness ``s`` (how much faster the pruning grows
 from stage to stage); ``s = 1`` is the default shape, and where it would leave a layer below the floor the
