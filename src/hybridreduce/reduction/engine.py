@@ -1,8 +1,9 @@
 """Layer-wise prefill with in-LLM token reduction (STUDY.md §3).
 
 The decoder runs one layer at a time. At each stage layer of a :class:`~.schedule.Schedule` the vision tokens
-present are scored with that layer's own mixer (query-conditioned, one score for attention and Mamba layers)
-and only the top ones are passed on; text tokens are never dropped. The reduced sequence keeps the original
+present are scored with that layer's own mixer (query-conditioned, one score for attention and Mamba layers), or
+with an earlier layer's (``Schedule.rank_layers``: FastV and PDrop rank with the layer before the stage, on its
+input), and only the top ones are passed on; text tokens are never dropped. The reduced sequence keeps the original
 positions of its tokens. Generation after prefill uses the reduced sequence.
 """
 
@@ -183,6 +184,28 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
     n_text = length - n_vision
     query_start = layout.query_start if stages and fixed_keep is None else None
     timed = not capturing(embeds.device)  # a graph capture may not wait for the device
+    # The layer that ranks each stage (its own layer, or an earlier one for FastV / PDrop): an earlier ranking layer
+    # scores on its input, after its own stage if any; its ranking waits in `ranked` until the stage's layer.
+    rank_at = {r: l for r, l in zip(schedule.ranking_layers, schedule.stage_layers)} if schedule else {}
+    ranked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rank(i: int, n_kept: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(vision, scores)``: the positions of the present vision tokens in the current sequence and their
+        scores by layer ``i``; None when the stage keeps all or none of them (nothing to rank)."""
+        if fixed_keep is not None or not 0 < n_kept < n_vision:
+            return None
+        cur_vision = is_vision.index_select(0, state.index)
+        vision = torch.nonzero_static(cur_vision, size=n_vision).view(-1)  # their positions
+        if scorer.query == "question":
+            query = torch.nonzero_static(is_query.index_select(0, state.index), size=n_query).view(-1)
+            first = query_start - (len(layout.vision_idx) - n_vision)  # all dropped tokens lay before it
+        else:  # the last token asks
+            first = hidden.shape[1] - 1
+            query = torch.arange(first, first + 1, device=hidden.device)
+        if scorer.kind == "oracle":
+            return vision, evidence.index_select(0, state.index.index_select(0, vision))
+        return vision, score_layer(stack, i, hidden, ctx, query, vision, first, scorer, generator)
+
     for i in range(len(stack.layers)):
         if i in stages:
             if timed:
@@ -197,18 +220,9 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
             else:
                 n_kept = min(stages[i], n_vision)
                 keep_mask = ~cur_vision  # text tokens stay; the vision ones are chosen next
-                if 0 < n_kept < n_vision:  # otherwise the stage keeps all or none: nothing to rank
-                    vision = torch.nonzero_static(cur_vision, size=n_vision).view(-1)  # their positions
-                    if scorer.query == "question":
-                        query = torch.nonzero_static(is_query.index_select(0, state.index), size=n_query).view(-1)
-                        first = query_start - (len(layout.vision_idx) - n_vision)  # all dropped tokens lay before it
-                    else:  # the last token asks
-                        first = hidden.shape[1] - 1
-                        query = torch.arange(first, first + 1, device=hidden.device)
-                    if scorer.kind == "oracle":
-                        scores = evidence.index_select(0, state.index.index_select(0, vision))
-                    else:
-                        scores = score_layer(stack, i, hidden, ctx, query, vision, first, scorer, generator)
+                ranking = ranked.pop(i) if i in ranked else rank(i, n_kept)
+                if ranking is not None:
+                    vision, scores = ranking
                     chosen = torch.nonzero_static(top_k_mask(scores, n_kept), size=n_kept).view(-1)
                     keep_mask.index_fill_(0, vision.index_select(0, chosen), True)
                 elif n_kept > 0:
@@ -219,6 +233,16 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
             stage_keep[i] = state.index.index_select(
                 0, torch.nonzero_static(is_vision.index_select(0, state.index), size=n_vision).view(-1))
             ctx = stack.begin(hidden, state)
+            if timed:
+                synchronize(hidden.device)
+                score_s += time.perf_counter() - t0
+        if rank_at.get(i, i) != i and fixed_keep is None:  # layer i ranks for a later stage, on its own input
+            if timed:
+                synchronize(hidden.device)
+            t0 = time.perf_counter()
+            ranking = rank(i, min(stages[rank_at[i]], n_vision))
+            if ranking is not None:
+                ranked[rank_at[i]] = ranking
             if timed:
                 synchronize(hidden.device)
                 score_s += time.perf_counter() - t0

@@ -8,7 +8,7 @@ scoring layer".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
 from ..models.stack import MLP
@@ -21,7 +21,10 @@ class InLLMMethod:
     """A method: ``schedule`` kind (None = no reduction), its ``scorer``, and where its stages go.
 
     ``first_layer`` / ``num_stages`` of None take the study's ``reduction`` config; ``first_layer`` may be a
-    fraction of depth (``0.25`` = a quarter of the layers).
+    fraction of depth (``0.25`` = a quarter of the layers). ``rank``: which layer ranks a stage's tokens,
+    ``stage`` (the stage layer's own mixer, before it runs: the paper's method and its ablations) or ``previous``
+    (the last scoring layer before the stage layer, on the tokens present before the stage, after which the
+    stage drops: FastV's layer K-1 and PDrop's last layer of each stage, as their official code does).
     """
 
     schedule: str | None
@@ -29,6 +32,7 @@ class InLLMMethod:
     doc: str
     first_layer: float | int | None = None
     num_stages: int | None = None
+    rank: str = "stage"
 
 
 REGISTRY: dict[str, InLLMMethod] = {
@@ -37,15 +41,18 @@ REGISTRY: dict[str, InLLMMethod] = {
         "progressive", Scorer("unified", "question"),
         "the paper's method: progressive low-to-high schedule, one query-conditioned score for attention and "
         "Mamba layers, decay-free Mamba score"),
-    # FastV and PDrop keep their defining choices (last-token query, one early stage / a pyramid); on a hybrid
-    # the layer at a stage scores with the unified score, since few layers there are attention layers.
+    # FastV and PDrop as their authors run them: the last token's attention, head mean, of the layer before the
+    # stage (FastV: layer K-1 ranks, layers K.. see the kept tokens; PDrop: each stage's last layer ranks for the
+    # next). On a hybrid the layer before a stage may be a Mamba-2 layer (it ranks with the unified score, decay-free)
+    # or an MLP layer (the nearest earlier Mamba-2 or attention layer ranks): the same layer at every budget.
     "fastv": InLLMMethod(
         "single", Scorer("unified", "last_token"),
-        "FastV: one stage at layer K (config reduction.fastv_layer), last-token score", num_stages=1),
+        "FastV: one stage at layer K (config reduction.fastv_layer), ranked by layer K-1's last-token score",
+        num_stages=1, rank="previous"),
     "pdrop": InLLMMethod(
         "uniform", Scorer("unified", "last_token"),
-        "PDrop: pyramid of 3 stages at 1/4, 1/2, 3/4 depth with one keep ratio, last-token score",
-        first_layer=0.25, num_stages=3),
+        "PDrop: pyramid of 3 stages at 1/4, 1/2, 3/4 depth with one keep ratio, each ranked by the last-token "
+        "score of the layer before it", first_layer=0.25, num_stages=3, rank="previous"),
     "random": InLLMMethod("progressive", Scorer("random"), "the paper's schedule, random choice of tokens"),
     "oracle": InLLMMethod(
         "progressive", Scorer("oracle"),
@@ -103,5 +110,20 @@ def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg:
     if scorer.kind == "attention":  # a hybrid has few attention layers: a stage at each, as many as there are
         num_stages = max(1, min(num_stages, sum(layer >= first for layer in scoring)))
     stages = stage_layers_for(num_layers, num_stages, first, scoring)
-    return solve_schedule(method.schedule, budget, num_layers, num_vision, stages,
-                          cfg.get("min_layer_share", DEFAULTS["min_layer_share"])), scorer
+    schedule = solve_schedule(method.schedule, budget, num_layers, num_vision, stages,
+                              cfg.get("min_layer_share", DEFAULTS["min_layer_share"]))
+    if method.rank == "previous":
+        schedule = replace(schedule, rank_layers=ranking_layers_before(schedule.stage_layers, scoring))
+    return schedule, scorer
+
+
+def ranking_layers_before(stage_layers: tuple[int, ...], scoring: list[int]) -> tuple[int, ...]:
+    """For each stage layer ``l_k``, the last layer of ``scoring`` before it and not before the previous stage
+    layer (whose tokens it must see): the layer that ranks for the stage, as in FastV and PDrop. A stage with no
+    such layer (a scoring layer right after the previous stage) ranks at its own layer."""
+    out = []
+    for k, layer in enumerate(stage_layers):
+        low = stage_layers[k - 1] if k else 0
+        before = [r for r in scoring if low <= r < layer]
+        out.append(before[-1] if before else layer)
+    return tuple(out)

@@ -37,6 +37,9 @@ class Schedule:
         keep_counts: vision tokens kept by each stage (absolute, non-increasing).
         num_layers: ``L``.
         num_vision: ``N``, the vision tokens entering the LLM.
+        rank_layers: the layer whose mixer ranks the tokens for each stage, on its input (the tokens present
+            before the stage), ``r_k`` with ``l_{k-1} <= r_k <= l_k``; empty: each stage ranks at its own layer
+            (the paper's method). FastV and PDrop rank at the layer before the stage, as their official code does.
     """
 
     kind: str
@@ -44,6 +47,12 @@ class Schedule:
     keep_counts: tuple[int, ...]
     num_layers: int
     num_vision: int
+    rank_layers: tuple[int, ...] = ()
+
+    @property
+    def ranking_layers(self) -> tuple[int, ...]:
+        """The layer that ranks each stage's tokens (``rank_layers``, else the stage layers)."""
+        return self.rank_layers or self.stage_layers
 
     def tokens_per_layer(self) -> list[int]:
         """Vision tokens processed by each layer 0..L-1."""

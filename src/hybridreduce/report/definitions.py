@@ -18,9 +18,15 @@ IN_LLM = {
     "none": "no in-LLM reduction (the baseline; budget 1).",
     "hybrid_progressive": "the paper's method: progressive low-to-high schedule, one query-conditioned score for "
                           "attention and Mamba layers, decay-free Mamba score.",
-    "fastv": "FastV: one stage at layer K (reduction.fastv_layer; as a fraction of depth, 2 of 32 layers by "
-             "default, at least 1), last-token score.",
-    "pdrop": "PDrop: pyramid of 3 stages at ¼, ½, ¾ depth with one keep ratio, last-token score.",
+    "fastv": ("FastV as its official code runs: one stage at layer K (reduction.fastv_layer; as a fraction of "
+              "depth, 2 of 32 layers by default, at least 1; R solved from the budget); layer K−1 ranks the "
+              "tokens on its input (all of them) by the last token's score, head mean, and layers K.. see the kept "
+              "ones. On a hybrid, a Mamba-2 layer K−1 ranks with the decay-free Mamba score; an MLP layer K−1 is "
+              "replaced by the nearest earlier Mamba-2 or attention layer (table schedules: rank_layers)."),
+    "pdrop": ("PyramidDrop as its official scripts run: stages at ¼, ½, ¾ depth (layer_list 8, 16, 24 of 32) with "
+              "one retained ratio λ per stage, solved from the budget; the last layer of each stage ranks the "
+              "tokens it saw by the last token's score, head mean, and the next stage sees the kept ones (on a "
+              "hybrid, as for FastV)."),
     "random": "the paper's schedule, random choice of tokens.",
     "oracle": ("control (synthetic benchmark only): the paper's schedule keeping the ground-truth evidence tokens "
                "(those showing what the question asks about) first, the rest at random: the ceiling of a token "

@@ -69,7 +69,8 @@ SELECT model, pre_method AS pre, method, budget, samples, round(accuracy, 3) AS 
        round(speedup, 2) AS speedup, round(flops_limit, 2) AS flops_limit, round(total_s * 1000, 2) AS total_ms
 FROM settings ORDER BY model, pre, method, budget DESC""",
     "schedules": """
-SELECT model, method, budget, any_value(stage_layers) AS stage_layers, any_value(keep_counts) AS keep_counts,
+SELECT model, method, budget, any_value(stage_layers) AS stage_layers, any_value(rank_layers) AS rank_layers,
+       any_value(keep_counts) AS keep_counts,
        any_value(vision_per_layer) AS vision_per_layer, any_value(vision_tokens_in) AS vision_in
 FROM inference WHERE pre_method = 'none' AND method <> 'none'
 GROUP BY ALL ORDER BY model, method, budget DESC""",

@@ -87,6 +87,8 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("vision_tokens_in", "INTEGER", "vision tokens entering the LLM (after the pre-LLM method)"),
         ("pre_kept_fraction", "DOUBLE", "vision_tokens_in / vision_tokens_full"),
         ("stage_layers", "INTEGER[]", "layers at whose input vision tokens are dropped"),
+        ("rank_layers", "INTEGER[]", "layer whose mixer ranked each stage's tokens, on its input: "
+                                     "the stage layer (the paper's method) or the layer before it (FastV, PDrop)"),
         ("keep_counts", "INTEGER[]", "vision tokens kept by each stage"),
         ("vision_per_layer", "INTEGER[]", "vision tokens processed by each layer (realised)"),
         ("realised_budget", "DOUBLE", "mean over layers of vision_per_layer / vision_tokens_in"),
