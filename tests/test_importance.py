@@ -69,10 +69,22 @@ def reference_ssm(m: NemotronHMamba2Mixer, h: torch.Tensor):
                 C.view(-1, m.n_groups, m.ssm_state_size), dt, -torch.exp(m.A_log), gate)
 
 
-def loop_mamba_score(m, h, decay: bool, use_x_norm: bool) -> torch.Tensor:
-    """The score formula, one (head, t, s) at a time."""
+def loop_mamba_score(m, h, decay: bool, use_x_norm: bool, signed: bool = False, head_max: bool = False
+                     ) -> torch.Tensor:
+    """The score formula, one (head, t, s) at a time; ``signed``: C_t.B_s itself, shifted by the minimum of the
+    final score; ``head_max``: the largest per-head mean over t instead of the mean over heads."""
     x, B, C, dt, A, _ = reference_ssm(m, h)
     per_group = m.num_heads // m.n_groups
+    if signed or head_max:
+        heads = torch.zeros(m.num_heads, len(VISION))
+        for head in range(m.num_heads):
+            g = head // per_group
+            for j, s in enumerate(VISION.tolist()):
+                reads = [torch.dot(C[t, g], B[s, g]) * dt[s, head] for t in QUERY.tolist()]
+                heads[head, j] = sum(r if signed else r.abs() for r in reads) / len(reads)
+        score = heads.max(dim=0).values if head_max else heads.mean(dim=0)
+        score = score - score.min() if signed else score
+        return score / score.sum()
     score = torch.zeros(len(VISION))
     for head in range(m.num_heads):
         g = head // per_group
@@ -107,6 +119,14 @@ def test_mamba_decay_free_score_matches_loop(mixer, use_x_norm):
     score = mamba_importance(mixer, h, QUERY, VISION, use_x_norm=use_x_norm)
     check_distribution(score)
     torch.testing.assert_close(score, loop_mamba_score(mixer, h, decay=False, use_x_norm=use_x_norm))
+
+
+@pytest.mark.parametrize(("signed", "head_max"), [(True, False), (False, True), (True, True)])
+def test_mamba_score_variants_match_loop(mixer, signed, head_max):
+    h = random_hidden()
+    score = mamba_importance(mixer, h, QUERY, VISION, signed=signed, head_max=head_max)
+    check_distribution(score)
+    torch.testing.assert_close(score, loop_mamba_score(mixer, h, False, False, signed=signed, head_max=head_max))
 
 
 def test_mamba_decay_free_equals_decay_included_without_decay(mixer):

@@ -17,6 +17,9 @@ from ..reduction.engine import PromptLayout, Scorer, prefill, score_layer
 from ..reduction.schedule import Schedule
 
 SCORING_TYPES = (ATTENTION, MAMBA)
+# The Mamba score's variants recorded beside the paper's decay-free score (name -> the scorer that computes it).
+MAMBA_VARIANTS = {"mamba_decay": Scorer(mamba_decay=True), "mamba_signed": Scorer(mamba_signed=True),
+                  "mamba_head_max": Scorer(mamba_head_max=True), "mamba_x_norm": Scorer(mamba_x_norm=True)}
 
 
 @dataclass
@@ -26,8 +29,8 @@ class LayerRecord:
     Attributes:
         layers: ``(S,)`` indices of the scoring layers; ``types`` their kinds (``attention`` / ``mamba``).
         importance: ``(S, N)`` query-conditioned importance, normalised over V (Mamba: decay-free).
-        importance_decay: ``(S, N)`` the same with the Mamba decay included (attention rows repeat
-            ``importance``: attention has no decay term).
+        variants: per name of :data:`MAMBA_VARIANTS`, ``(S, N)`` that variant of the Mamba score (attention rows
+            repeat ``importance``: the variants change only the Mamba score).
         importance_last: ``(S, N)`` the same score with the last token as the only query (FastV's query).
         vision_states: ``(S, N, D)`` the vision tokens' input to each scoring layer.
         last_hidden: ``(D,)`` the last query token's final hidden state.
@@ -36,7 +39,7 @@ class LayerRecord:
     layers: list[int]
     types: list[str]
     importance: np.ndarray
-    importance_decay: np.ndarray
+    variants: dict[str, np.ndarray]
     importance_last: np.ndarray
     vision_states: np.ndarray
     last_hidden: np.ndarray
@@ -45,7 +48,8 @@ class LayerRecord:
 @torch.no_grad()
 def record_layers(stack: DecoderStack, embeds: torch.Tensor, layout: PromptLayout) -> LayerRecord:
     """Run ``embeds`` ``(1, L, D)`` through the decoder unreduced and record every scoring layer."""
-    layers, types, free, decay, last, states = [], [], [], [], [], []
+    layers, types, free, last, states = [], [], [], [], []
+    variants: dict[str, list[torch.Tensor]] = {name: [] for name in MAMBA_VARIANTS}
     vision, query, start = layout.vision_idx, layout.query_idx, layout.query_start  # unreduced: input positions
     final = embeds.shape[1] - 1
     last_query = torch.arange(final, final + 1, device=embeds.device)
@@ -58,16 +62,16 @@ def record_layers(stack: DecoderStack, embeds: torch.Tensor, layout: PromptLayou
         layers.append(i)
         types.append(kind)
         free.append(score.float().cpu())
-        decay.append(score_layer(stack, i, hidden, ctx, query, vision, start, Scorer(mamba_decay=True),
-                                  None).float().cpu()
-                     if kind == MAMBA else free[-1])
+        for name, scorer in MAMBA_VARIANTS.items():
+            variants[name].append(score_layer(stack, i, hidden, ctx, query, vision, start, scorer, None).float().cpu()
+                                  if kind == MAMBA else free[-1])
         last.append(score_layer(stack, i, hidden, ctx, last_query, vision, final, Scorer(query="last_token"),
                                 None).float().cpu())
         states.append(hidden[0, vision].float().cpu())
 
     result = prefill(stack, embeds, layout, observer=observe)
-    return LayerRecord(layers, types, torch.stack(free).numpy(), torch.stack(decay).numpy(),
-                       torch.stack(last).numpy(), torch.stack(states).numpy(), result.last_hidden.float().cpu().numpy())
+    return LayerRecord(layers, types, torch.stack(free).numpy(),
+                       {name: torch.stack(v).numpy() for name, v in variants.items()}, torch.stack(last).numpy(), torch.stack(states).numpy(), result.last_hidden.float().cpu().numpy())
 
 
 @torch.no_grad()

@@ -18,7 +18,8 @@ Controls: the same tokens removed at the input (floor) and nothing removed (ceil
 Evidence ranking (``evidence_ranking``): the generator knows which vision tokens show the asked-about events
 (:func:`~hybridreduce.dataset.synthetic.evidence_mask`); per scoring layer and score variant, the ROC-AUC and
 recall@k (k = ``topk_frac`` of N) of those tokens on the unreduced forward. Variants: ``attention`` (attention
-layers), ``mamba_decay_free`` (the paper's Mamba score) and ``mamba_decay`` (Mamba layers), ``last_token`` (the
+layers), ``mamba_decay_free`` (the paper's Mamba score) and its variants ``mamba_decay``, ``mamba_signed``,
+``mamba_head_max``, ``mamba_x_norm`` (Mamba layers; :data:`~.record.MAMBA_VARIANTS`), ``last_token`` (the
 layer's score with the last token as the query, FastV's), and two controls: ``norm`` (the token's hidden-state
 norm at the layer's input, a saliency score that ignores the question) and ``random``.
 """
@@ -63,7 +64,8 @@ def _evidence_rows(name: str, records, evidence: list[np.ndarray], frac: float, 
             variants["attention"] = [r.importance[j] for r in records]
         else:
             variants["mamba_decay_free"] = [r.importance[j] for r in records]
-            variants["mamba_decay"] = [r.importance_decay[j] for r in records]
+            for variant in records[0].variants:
+                variants[variant] = [r.variants[variant][j] for r in records]
         for score, maps in variants.items():
             yield "evidence_ranking", _nulls({"model": name, "layer": layer, "layer_type": kind, "score": score,
                                               "k_frac": frac, **analysis.evidence_summary(maps, evidence, frac,
@@ -117,8 +119,9 @@ def probe_model(name: str, model_cfg: dict, synthetic_cfg: dict, num_frames: int
         colours.append(list(COLOURS).index(sample.events[0]["colour"]))
 
     layers, types = records[0].layers, records[0].types
-    for score_name, attr in (("decay_free", "importance"), ("decay", "importance_decay")):
-        for row in analysis.sparsity_summary([getattr(r, attr) for r in records], rng=seed):
+    for score_name, maps in (("decay_free", [r.importance for r in records]),
+                             ("decay", [r.variants["mamba_decay"] for r in records])):
+        for row in analysis.sparsity_summary(maps, rng=seed):
             j = row.pop("layer")
             yield "layer_sparsity", _nulls({"model": name, "score": score_name, "layer": layers[j],
                                             "layer_type": types[j], **row})

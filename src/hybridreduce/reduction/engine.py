@@ -63,12 +63,18 @@ class Scorer:
         query: ``question`` (every query token asks) or ``last_token`` (FastV / PDrop).
         mamba_decay: include the SSM's position-dependent decay in the Mamba score (ablation).
         seed: for ``random``.
+        mamba_signed: the signed ``C_t . B_s`` instead of its magnitude (ablation).
+        mamba_head_max: the maximum over heads instead of the mean (ablation).
+        mamba_x_norm: each source weighted by ``||x_s||`` per head (STUDY.md's option; ablation).
     """
 
     kind: str = "unified"
     query: str = "question"
     mamba_decay: bool = False
     seed: int = 0
+    mamba_signed: bool = False
+    mamba_head_max: bool = False
+    mamba_x_norm: bool = False
 
     def scoring_types(self) -> tuple[str, ...]:
         return (ATTENTION,) if self.kind == "attention" else (ATTENTION, MAMBA)
@@ -126,7 +132,8 @@ def score_layer(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, qu
     mixer, normed = stack.mixer_input(i, hidden)
     if stack.layer_types[i] == ATTENTION:
         return attention_importance(mixer, normed, query, vision, ctx.get("rotary"), query_start=query_start)
-    return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay, query_start=query_start)
+    return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay, use_x_norm=scorer.mamba_x_norm,
+                            query_start=query_start, signed=scorer.mamba_signed, head_max=scorer.mamba_head_max)
 
 
 def prefill(

@@ -254,6 +254,8 @@ def mamba_importance(
     decay: bool = False,
     use_x_norm: bool = False,
     query_start: int | None = None,
+    signed: bool = False,
+    head_max: bool = False,
 ) -> torch.Tensor:
     """Query-conditioned importance of vision tokens from the implicit attention of a Mamba-2 layer.
 
@@ -276,6 +278,13 @@ def mamba_importance(
             Weight each source token by the norm of its SSM input ``x_s`` per head.
         query_start (`int`, *optional*):
             `min(query_idx)`, when the caller knows it (see `attention_importance`).
+        signed (`bool`, *optional*, defaults to `False`):
+            Use the signed ``C_t . B_s`` instead of its magnitude (a diagnostic variant: a source whose read-out
+            is negative counts against the token); the mean is shifted by its minimum before normalising, which
+            keeps the ranking.
+        head_max (`bool`, *optional*, defaults to `False`):
+            Reduce over heads with the maximum instead of the mean (after the mean over query tokens): a token
+            that one head reads strongly ranks high.
 
     Returns:
         `torch.Tensor` of shape `(|V|,)`, float32, non-negative, summing to 1.
@@ -287,7 +296,9 @@ def mamba_importance(
 
     # |C_t . B_s| per group for every column and the query rows (no gather of B): (n_groups, L, Q). B is read in
     # place (a strided view of the conv output), the query rows are the short side.
-    cb = torch.bmm(B.transpose(0, 1), C.permute(1, 2, 0)).abs_()
+    cb = torch.bmm(B.transpose(0, 1), C.permute(1, 2, 0))
+    if not signed:
+        cb = cb.abs_()
     # causal: only columns at or after the first query token can lie after a row
     cb[:, first:] *= torch.arange(first, h.shape[0], device=h.device)[:, None] <= query_idx[None, :]
     weight = dt.index_select(0, vision_idx).T  # (heads, V): dt_s of each head
@@ -298,12 +309,15 @@ def mamba_importance(
         # Decay depends on the head, so form the (heads, Q, V) rows of |alpha| (dt > 0, exp > 0: only C.B has a sign).
         group = _group_of_head(mixer).to(h.device)
         per_head = cb[:, vision_idx].transpose(1, 2)[group] * weight[:, None, :] * _decay(A, dt, query_idx, vision_idx)
-        score = per_head.mean(dim=(0, 1))
+        per_head = per_head.mean(dim=1)  # (heads, V)
     else:
         # Without decay the mean over t factorises per group: mean_t |C_t . B_s| is shared by the group's heads
         # (consecutive heads share a group, so the heads axis splits as (n_groups, heads per group)).
         per_group = cb.mean(dim=2).index_select(1, vision_idx)  # (n_groups, V)
-        score = (per_group[:, None, :] * weight.view(mixer.n_groups, -1, weight.shape[-1])).mean(dim=(0, 1))
+        per_head = (per_group[:, None, :] * weight.view(mixer.n_groups, -1, weight.shape[-1])).flatten(0, 1)
+    score = per_head.amax(dim=0) if head_max else per_head.mean(dim=0)
+    if signed:
+        score = score - score.min()
     return _normalise(score)
 
 

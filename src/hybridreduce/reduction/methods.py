@@ -63,6 +63,17 @@ REGISTRY: dict[str, InLLMMethod] = {
     "mamba_decay": InLLMMethod(
         "progressive", Scorer("unified", "question", mamba_decay=True),
         "ablation: paper's schedule, Mamba score with the position-dependent decay"),
+    # Mamba score variants (issue 28): where the paper's |C.B| dt ranks the evidence below the background, which
+    # part of it does.
+    "mamba_signed": InLLMMethod(
+        "progressive", Scorer("unified", "question", mamba_signed=True),
+        "ablation: paper's schedule, Mamba score with the signed C.B (no magnitude)"),
+    "mamba_head_max": InLLMMethod(
+        "progressive", Scorer("unified", "question", mamba_head_max=True),
+        "ablation: paper's schedule, Mamba score with the maximum over heads instead of the mean"),
+    "mamba_x_norm": InLLMMethod(
+        "progressive", Scorer("unified", "question", mamba_x_norm=True),
+        "ablation: paper's schedule, Mamba score times ||x_s|| per head"),
     "early_aggressive": InLLMMethod(
         "single", Scorer("unified", "question"), "ablation: one early stage (FastV-like), unified score", num_stages=1),
     "uniform_ratio": InLLMMethod("uniform", Scorer("unified", "question"), "ablation: equal keep ratio per stage"),
@@ -95,7 +106,7 @@ def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg:
     """
     method = get_method(name)
     num_layers = len(layer_types)
-    scorer = Scorer(method.scorer.kind, method.scorer.query, method.scorer.mamba_decay, seed)
+    scorer = replace(method.scorer, seed=seed)
     if method.schedule is None or budget >= 1:
         return no_reduction(num_layers, num_vision), scorer
     scoring = [i for i, t in enumerate(layer_types)

@@ -35,6 +35,9 @@ IN_LLM = {
                        "few of them, as many stages as there are attention layers from the first stage layer)."),
     "mamba_decay": "ablation: the paper's schedule, Mamba score with the position-dependent decay "
                    "exp(A·Σ Δ_r) included.",
+    "mamba_signed": "ablation: the paper's schedule, Mamba score with the signed C_t·B_s (no magnitude).",
+    "mamba_head_max": "ablation: the paper's schedule, Mamba score with the maximum over heads instead of the mean.",
+    "mamba_x_norm": "ablation: the paper's schedule, Mamba score times ‖x_s‖ per head (STUDY.md's option).",
     "early_aggressive": ("ablation: one stage at the first stage layer keeping the budget's share (FastV-like, "
                          "aggressive early), unified query-conditioned score."),
     "uniform_ratio": "ablation: the paper's stages with an equal keep ratio per stage.",
@@ -48,6 +51,9 @@ SCORES = [
      ("I(s) = mean over heads and t ∈ Q of |C_t·B_s|·Δ_s, recomputed from the layer's own in_proj, conv, dt_bias "
       "and A_log")),
     ("Mamba-2 layer (decay-included ablation)", "|C_t·B_s|·Δ_s·exp(A·Σ_{r=s+1..t} Δ_r)"),
+    ("Mamba-2 layer (signed ablation)", "mean over heads and t ∈ Q of (C_t·B_s)·Δ_s, shifted by its minimum"),
+    ("Mamba-2 layer (head-max ablation)", "max over heads of mean over t ∈ Q of |C_t·B_s|·Δ_s"),
+    ("Mamba-2 layer (x-norm ablation)", "mean over heads and t ∈ Q of |C_t·B_s|·Δ_s·‖x_s‖ (per head)"),
     ("MLP-only layer", "no score; a stage placed there uses the next scoring layer"),
     ("all", ("normalised to sum 1 over the vision tokens, so attention and Mamba scores are comparable; text tokens "
              "are never dropped and kept tokens keep their positions")),

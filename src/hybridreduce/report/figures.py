@@ -145,8 +145,8 @@ FROM settings WHERE pre_method = 'none' AND evidence_survival IS NOT NULL ORDER 
         "evidence", "Which score finds the evidence: ROC-AUC per scoring layer", "Probing",
         "ROC-AUC of the ground-truth evidence tokens under each score on unreduced forwards of the probe videos "
         "(mean over samples, 95% bootstrap CI): attention, the Mamba score without (mamba_decay_free, the paper's) "
-        "and with the decay, the last-token query (FastV's), and two question-blind controls, the hidden-state "
-        "norm and random (0.5). Above 0.5 the score ranks evidence above the background.",
+        "and with the decay and its other variants (signed C·B, maximum over heads, times ||x_s||), the "
+        "last-token query (FastV's), and two question-blind controls, the hidden-state norm and random (0.5). Above 0.5 the score ranks evidence above the background.",
         """
 SELECT model AS panel, score AS series, layer AS x, round(auc, 4) AS y, round(auc_low, 4) AS ci_low,
        round(auc_high, 4) AS ci_high, layer_type, round(recall_at_k, 4) AS recall_at_k, k_frac, n_samples
