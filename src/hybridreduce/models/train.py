@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..dataset.sample import LETTERS
 from ..errors import ConfigError
+from ..dataset.retrieval import RetrievalSpec, make_sequence, sequences
 from ..dataset.synthetic import SyntheticSpec, render_sample, training_questions
 from ..reduction.engine import PromptLayout, prefill
 from ..reduction.methods import plan
@@ -194,6 +195,80 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
                "samples_seen": seen, "elapsed_s": time.perf_counter() - t0}
 
 
+RETRIEVAL_OPTIMISER = ("steps", "batch_size", "lr", "weight_decay", "warmup", "log_every", "val_sequences")
+
+
+def _retrieval_batch(adapter: TinyVLMAdapter, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids ``(B, L)`` of retrieval sequences, and per answer ``(M,)``: its row and position."""
+    vocab = adapter.tokenizer.get_vocab()
+    missing = sorted({w for seq in batch for w in seq.words} - vocab.keys())
+    if missing:
+        raise ConfigError(f"training.retrieval: the tokenizer has no token for {missing}")
+    ids = torch.tensor([[vocab[w] for w in seq.words] for seq in batch])
+    rows = torch.tensor([i for i, seq in enumerate(batch) for _ in seq.positions])
+    positions = torch.tensor([p for seq in batch for p in seq.positions])
+    return ids, rows, positions
+
+
+@torch.no_grad()
+def evaluate_retrieval(adapter: TinyVLMAdapter, batch, batch_size: int = 16) -> dict[str, float]:
+    """Answer accuracy (argmax over the whole vocabulary at each answer position) on retrieval sequences,
+    overall (key ``all``) and per task."""
+    adapter.model.eval()
+    hits: dict[str, list[bool]] = {}
+    for start in range(0, len(batch), batch_size):
+        chunk = batch[start:start + batch_size]
+        ids, rows, positions = _retrieval_batch(adapter, chunk)
+        predicted = adapter.model.language_model(input_ids=ids).logits[rows, positions].argmax(-1)
+        right = (predicted == ids[rows, positions + 1]).tolist()
+        for task, hit in zip([seq.task for seq in chunk for _ in seq.positions], right):
+            hits.setdefault(task, []).append(hit)
+    per_task = {task: float(np.mean(h)) for task, h in sorted(hits.items())}
+    return {"all": float(np.mean([x for h in hits.values() for x in h])), **per_task}
+
+
+def train_retrieval(adapter: TinyVLMAdapter, cfg: dict, seed: int) -> Iterator[dict]:
+    """A text-only retrieval stage (an item of ``training.retrieval``; tasks of :mod:`..dataset.retrieval`): next-word
+    cross-entropy at the answer positions of freshly drawn sequences, tasks in turn within each batch; yields
+    ``retrieval_train`` rows every ``log_every`` steps and ``retrieval_val`` rows (per task, on held-out
+    sequences of another seed stream) at the end."""
+    try:
+        spec = RetrievalSpec(**{k: (tuple(v) if k == "tasks" else v) for k, v in cfg.items()
+                                if k not in RETRIEVAL_OPTIMISER})
+    except ValueError as e:
+        raise ConfigError(f"training.{e}") from None
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 28, 0])
+    val = sequences(spec, cfg.get("val_sequences", 96), seed)
+    model = adapter.model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
+    steps, bs = cfg["steps"], cfg["batch_size"]
+    t0, seen, run_loss, run_acc = time.perf_counter(), 0, [], []
+    for step in tqdm(range(steps), desc="retrieval", mininterval=5):
+        model.train()
+        ids, rows, positions = _retrieval_batch(
+            adapter, [make_sequence(spec, spec.tasks[i % len(spec.tasks)], rng) for i in range(bs)])
+        logits = model.language_model(input_ids=ids).logits[rows, positions]  # (M, vocab)
+        targets = ids[rows, positions + 1]
+        loss = F.cross_entropy(logits, targets)
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps, cfg["lr"], cfg.get("warmup", 20))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        seen += bs
+        run_loss.append(float(loss.detach()))
+        run_acc.append(float((logits.argmax(-1) == targets).float().mean()))
+        if (step + 1) % cfg.get("log_every", 25) == 0 or step + 1 == steps:
+            yield {"step": step + 1, "split": "retrieval_train", "qtype": "all", "loss": float(np.mean(run_loss)),
+                   "accuracy": float(np.mean(run_acc)), "samples_seen": seen, "elapsed_s": time.perf_counter() - t0}
+            run_loss, run_acc = [], []
+    for task, accuracy in evaluate_retrieval(adapter, val).items():
+        yield {"step": steps, "split": "retrieval_val", "qtype": task, "loss": None, "accuracy": accuracy,
+               "samples_seen": seen, "elapsed_s": time.perf_counter() - t0}
+
+
 def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_dir: str, seed: int,
                      reduction_cfg: dict | None = None, init_from: str | None = None) -> Iterator[dict]:
     """Build the tiny model of ``model_cfg`` (or load the checkpoint ``init_from``, to finetune it), train it as
@@ -204,8 +279,9 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
     optimiser, warm-up and cosine decay) with the main settings updated by the stage's own (``steps``, ``lr``,
     ``qtype_weights``, ...): a curriculum, e.g. weighting a question type up once the model has learnt to find the
     events; a stage's ``num_frames`` (default: the study's ``num_frames``) trains it on clips of that many frames,
-    e.g. short clips first, then long ones. Yields the training log rows of every stage (see :func:`train`), steps
-    and time counted on from the previous stage, with the stage's ``num_frames``.
+    e.g. short clips first, then long ones. ``training.retrieval`` (optional) lists text-only stages that come
+    before all of them (:func:`train_retrieval`; e.g. short sequences first, then long ones). Yields the training log rows of every stage (see :func:`train`), steps
+    and time counted on from the previous stage, with the stage's ``num_frames`` (None for the text stage).
     """
     from .build import new_tiny_model
 
@@ -219,6 +295,12 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
     size = model.config.image_size
     pools: dict[int, tuple[Pool, Pool]] = {}  # frames per video -> (train, val), rendered once
     steps, elapsed, seen = 0, 0.0, 0
+    for j, text_stage in enumerate(cfg.get("retrieval") or []):
+        # seeded apart from the video stages (seed + k), so adding text stages leaves their data order unchanged
+        for row in train_retrieval(adapter, text_stage, seed + 1000 + j):
+            yield {**row, "step": steps + row["step"], "elapsed_s": elapsed + row["elapsed_s"],
+                   "samples_seen": seen + row["samples_seen"], "num_frames": None}
+        steps, elapsed, seen = steps + text_stage["steps"], elapsed + row["elapsed_s"], seen + row["samples_seen"]
     for k, stage in enumerate([cfg, *(cfg.get("stages") or [])]):
         stage_cfg = cfg if k == 0 else {**cfg, **stage}
         frames = stage_cfg.get("num_frames") or num_frames  # a curriculum may start on shorter clips
