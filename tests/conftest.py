@@ -22,6 +22,15 @@ def ramp_frames(n: int, h: int = 64, w: int = 64, step: int = 8) -> list[np.ndar
     return [np.full((h, w, 3), min(255, step * i), np.uint8) for i in range(n)]
 
 
+def textured_frames(n: int, size: int = 128) -> list[np.ndarray]:
+    """``n`` frames of the synthetic benchmark's scenes (textured background, moving shapes): content whose
+    compressed frames are big enough to be damaged in place, unlike flat test frames."""
+    from hybridreduce.dataset.synthetic import SyntheticSpec, render_sample
+
+    video, _ = render_sample(SyntheticSpec(width=size, height=size, duration_s=n / 4, fps=4), 0, np.arange(n))
+    return list(video)
+
+
 def write_audio_file(path: str, with_empty_video_track: bool) -> None:
     """One second of silence in Matroska; optionally beside a video track that holds no frames."""
     with av.open(path, "w", format="matroska") as c:
@@ -56,7 +65,30 @@ def write_bad_media(folder: Path) -> dict[str, tuple[Path, str]]:
     (folder / "unknown_codec.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_HYBRIDRED/XYZ"))
     # larger than the tests' frames.max_source_pixels (HUGE_LIMIT), which stands in for 8K-and-beyond videos
     write_video(str(folder / "huge.mp4"), ramp_frames(20, h=384, w=512), fps=10)
+    # Damage inside the coded frames of real footage-like content (8 frames: the tests sample all of them, so no
+    # damaged frame is one the decoder may skip): bytes flipped or zeroed after the index (faststart: at the front)
+    textured = folder / "textured_source.mp4"
+    write_video(str(textured), textured_frames(8), fps=4)
+    data = textured.read_bytes()
+    for n in (5, 500):
+        flipped = bytearray(data)
+        for p in np.random.default_rng(n).choice(np.arange(len(data) // 4, len(data)), size=n, replace=False):
+            flipped[p] ^= 0xFF
+        (folder / f"flipped_{n}.mp4").write_bytes(bytes(flipped))
+    middle = len(data) // 2
+    (folder / "zeroed.mp4").write_bytes(data[:middle] + bytes(1000) + data[middle + 1000:])
+    # an mp4 whose index (moov) is at its end, as cameras write them, cut off: the index is lost
+    write_video(str(folder / "index_at_end_source.mp4"), textured_frames(8), fps=4, faststart=False)
+    (folder / "truncated_index_at_end.mp4").write_bytes((folder / "index_at_end_source.mp4").read_bytes()[:middle])
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("<html><body>404 Not Found</body></html>\n")
     return {
+        "flipped_5": (folder / "flipped_5.mp4", "damaged"),
+        "flipped_500": (folder / "flipped_500.mp4", "damaged"),
+        "zeroed": (folder / "zeroed.mp4", "damaged"),
+        "truncated_index_at_end": (folder / "truncated_index_at_end.mp4", "truncated"),
+        "empty": (folder / "empty.mp4", "empty"),
+        "text": (folder / "text.mp4", "not_a_video"),
         "truncated": (folder / "truncated.mp4", "truncated"),
         "corrupt": (folder / "corrupt.mp4", "corrupt"),
         "zero": (folder / "zero.mkv", "zero_frames"),

@@ -55,20 +55,27 @@ def test_the_shipped_checkpoint_scores_its_recorded_validation_accuracy_on_fresh
 
 def test_pretraining_a_few_steps_twice_gives_bit_identical_weights(tmp_path):
     """The real pretraining target (config/pretrain-tiny.yaml through Snakemake), shortened to a few steps."""
-    short = {"pretraining": {"models": ["tiny_hybrid"], "out_dir": "ckpt"},
-             "models": {"tiny_hybrid": {"training": {"steps": 3, "batch_size": 4, "train_videos": 8, "val_videos": 4,
-                                                     "log_every": 1,
-                                                     "stages": [{"num_frames": 64, "steps": 2, "batch_size": 2,
-                                                                 "lr": 0.001, "warmup": 1}]}}}}
+    # the text-only retrieval stage (issue 28) included, at the recipe's sequence length
+    short = {"pretraining": {"models": ["tiny_hybrid_retrieval"], "out_dir": "ckpt"},
+             "models": {"tiny_hybrid_retrieval": {"training": {
+                 "steps": 3, "batch_size": 4, "train_videos": 8, "val_videos": 4, "log_every": 1,
+                 "retrieval": [{"seq_len": 1024, "steps": 2, "batch_size": 2, "lr": 0.002, "warmup": 1,
+                                "log_every": 1, "val_sequences": 3}],
+                 "stages": [{"num_frames": 64, "steps": 2, "batch_size": 2, "lr": 0.001, "warmup": 1}]}}}}
     weights = []
     for run in ("a", "b"):
         workdir = tmp_path / run
         workdir.mkdir()
         (workdir / "short.yaml").write_text(yaml.safe_dump(short))
         run_snakemake(workdir, None, "--configfile", str(PRETRAIN), "short.yaml")
-        weights.append(load_file(workdir / "ckpt" / "tiny_hybrid" / "model.safetensors"))
-        prov = json.loads((workdir / "ckpt" / "tiny_hybrid" / "provenance.json").read_text())
+        weights.append(load_file(workdir / "ckpt" / "tiny_hybrid_retrieval" / "model.safetensors"))
+        prov = json.loads((workdir / "ckpt" / "tiny_hybrid_retrieval" / "provenance.json").read_text())
         assert [r["num_frames"] for r in prov["curve"] if r["split"] == "val"] == [16] * 5 + [64] * 5
+        # the retrieval stage's held-out accuracy per task, steps counted on into the video stages
+        text_val = [r for r in prov["curve"] if r["split"] == "retrieval_val"]
+        assert sorted(r["qtype"] for r in text_val) == ["all", "copy", "count", "mqar"]
+        assert {r["step"] for r in text_val} == {2}
+        assert min(r["step"] for r in prov["curve"] if r["split"] == "train") == 3
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name

@@ -43,7 +43,7 @@ def speedup(method: str, budget: float) -> float:
 
 
 def make_study(folder: Path, name: str = "synthetic", skip: tuple[str, ...] = (), probing: bool = True,
-               accuracy=accuracy, speedup=speedup) -> Path:
+               accuracy=accuracy, speedup=speedup, scoring: dict | None = None) -> Path:
     """A small study database written through the real store (job result files -> ``collect``): two models, four
     samples, pre-LLM none/evs, every in-LLM method of the claims (minus ``skip``) at budgets 0.5 and 0.25."""
     jobs: dict[str, JobResult] = {r: JobResult(rule=r, params={}) for r in ("synthesize_sample", "extract_frames",
@@ -125,7 +125,8 @@ def make_study(folder: Path, name: str = "synthetic", skip: tuple[str, ...] = ()
         paths.append(str(folder / f"{rule}.json"))
         job.write(paths[-1])
     config = {"study": name, "seed": 0, "inference": {"models": list(MODELS), "pre_llm": ["none", "evs"],
-                                                      "methods": ["none", *REDUCED], "budgets": [1.0, 0.5, 0.25]}}
+                                                      "methods": ["none", *REDUCED], "budgets": [1.0, 0.5, 0.25]},
+              **({"scoring": scoring} if scoring else {})}
     database = folder / "study.duckdb"
     collect(paths, str(database), config)
     return database
@@ -134,6 +135,22 @@ def make_study(folder: Path, name: str = "synthetic", skip: tuple[str, ...] = ()
 def verdicts(database: Path, reports: Path) -> dict[int, str]:
     summary = render(str(database), str(reports / "synthetic" / "index.html"))
     return {c["id"]: c["verdict"] for c in summary["claims"]}
+
+
+def test_every_verdict_names_its_sample_count_and_too_few_samples_give_no_verdict(tmp_path):
+    summary = render(str(make_study(tmp_path / "enough", scoring={"min_samples": 8})),
+                     str(tmp_path / "r" / "synthetic" / "index.html"))
+    found = {c["id"]: c for c in summary["claims"]}
+    assert {i: c["verdict"] for i, c in found.items()} == {i: CONFIRMED for i in range(1, 7)}
+    # probe claims count probe samples (8), accuracy claims the samples behind their fewest-sample row (40)
+    assert all(found[i]["finding"].startswith("n = 8 samples (the fewest behind a row); ") for i in (1, 3))
+    assert all(found[i]["finding"].startswith("n = 40 samples (the fewest behind a row); ") for i in (2, 4, 5, 6))
+    summary = render(str(make_study(tmp_path / "few", scoring={"min_samples": 41})),
+                     str(tmp_path / "r" / "synthetic" / "index.html"))
+    for c in summary["claims"]:
+        assert c["verdict"] == NOT_MEASURED
+        assert re.match(r"too few samples: (8|40) behind a row, fewer than scoring.min_samples = 41; the rows say: ",
+                        c["finding"])
 
 
 def test_verdicts_are_computed_from_the_rows(tmp_path):

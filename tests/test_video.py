@@ -61,7 +61,8 @@ def test_resize_crop_keeps_aspect_and_stretch_does_not(tmp_path):
     assert crop[:, :4].mean() < 40 and crop[:, -4:].mean() > 215
 
 
-@pytest.mark.parametrize("name", ["truncated", "corrupt", "zero", "audio", "short", "missing", "codec", "huge"])
+@pytest.mark.parametrize("name", ["truncated", "truncated_index_at_end", "corrupt", "flipped_5", "flipped_500",
+                                  "zeroed", "empty", "text", "zero", "audio", "short", "missing", "codec", "huge"])
 def test_unusable_videos_raise_with_kind_and_reason(tmp_path, name):
     path, kind = write_bad_media(tmp_path)[name]
     with pytest.raises(VideoError) as err:

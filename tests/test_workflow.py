@@ -9,6 +9,7 @@ import sys
 import time
 
 import duckdb
+import pytest
 import yaml
 from conftest import HUGE_LIMIT, REPO, planned_jobs, run_snakemake, tiny_config, write_bad_media
 
@@ -182,7 +183,7 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     cfg = tiny_config("mine")
     cfg["dataset"] = {"source": "manifest", "manifest": "manifest.jsonl"}
     cfg["frames"]["max_source_pixels"] = HUGE_LIMIT
-    run_snakemake(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, cfg)
 
     db = tmp_path / "results/mine/study.duckdb"
     failures = {sid: (kind, path, reason) for sid, kind, path, reason in
@@ -196,6 +197,25 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     html = (tmp_path / "reports/mine/index.html").read_text()
     for name in bad:
         assert name in html
+        # the failed sample's own job log says what failed
+        log = (tmp_path / f"results/mine/logs/extract_frames/{name}.log").read_text()
+        assert f"sample {name} failed: {failures[name][0]}: {failures[name][2]}" in log
+    # own questions in words the tiny models' tokenizer does not know: flagged per sample in the infer logs and
+    # in the report (the answers are guesses)
+    infer_logs = "".join(p.read_text() for p in (tmp_path / "results/mine/logs/infer").rglob("*.log"))
+    assert re.search(r"warning: sample mine_a \(tiny_hybrid/none/none/1\.0\): \d+% of the question's tokens are "
+                     r"unknown to tiny_hybrid's tokenizer; its answer is a guess", infer_logs)
+    assert rows(db, "SELECT DISTINCT sample_id FROM inference WHERE question_unreadable ORDER BY 1") == [
+        ("mine_a",), ("mine_b",)]
+    assert "Questions the model cannot read" in html and "mine_a, mine_b" in html
+    # the console's end-of-run summary counts them by kind
+    kinds = {}
+    for _, kind in bad.values():
+        kinds[kind] = kinds.get(kind, 0) + 1
+    summary = re.search(r"study mine: 2 of (\d+) samples scored; (\d+) failed \((.*)\)", proc.stdout)
+    assert summary and summary.group(1) == str(len(bad) + 2) and summary.group(2) == str(len(bad))
+    assert dict(reversed(part.split(" ", 1)) for part in summary.group(3).split(", ")) == {
+        kind: str(n) for kind, n in kinds.items()}
 
     # editing one row reruns that sample's chain only
     lines[1]["question"] = "Is it very dark?"
@@ -214,6 +234,21 @@ def test_bad_manifest_is_rejected_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "manifest.csv:2: field 'answer' is 'E'; expected a letter A-C" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_manifest_duplicate_ids_name_both_lines_and_unknown_fields_are_rejected(tmp_path):
+    from hybridreduce.dataset.manifest import read_manifest
+    from hybridreduce.errors import ConfigError
+
+    row = {"video": "videos/a.mp4", "question": "Which?", "options": ["x", "y"], "answer": "A"}
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in [row, {**row, "video": "b.mp4"}, {**row, "sample_id": "a"}]))
+    with pytest.raises(ConfigError, match=r"m\.jsonl:3: sample_id 'a' is already used on line 1"):
+        read_manifest(str(manifest))
+    manifest.write_text(json.dumps({**row, "Answer": "B"}) + "\n")
+    with pytest.raises(ConfigError, match=r"m\.jsonl:1: unknown field\(s\) 'Answer'; a row has video, question, "
+                                          r"options, answer and optionally sample_id, split, qtype"):
+        read_manifest(str(manifest))
 
 
 def test_paper_config_dry_runs_without_weights(tmp_path):

@@ -10,8 +10,9 @@ class ConfigError(ValueError):
 class VideoError(RuntimeError):
     """A video could not be used. ``kind`` is a short machine-readable category stored in ``failures``.
 
-    Kinds: ``missing``, ``unreadable``, ``corrupt``, ``no_video_stream``, ``zero_frames``, ``too_short``,
-    ``truncated``.
+    Kinds: ``missing``, ``unreadable``, ``empty``, ``not_a_video``, ``corrupt``, ``truncated``, ``damaged`` (the
+    decoder reported errors: concealed or undecodable data), ``no_video_stream``, ``unsupported_codec``,
+    ``too_large``, ``zero_frames``, ``too_short``.
     """
 
     def __init__(self, kind: str, path: str, reason: str):

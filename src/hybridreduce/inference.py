@@ -50,6 +50,11 @@ def _evidence_survival(evidence, evidence_in, layout, result, schedule) -> dict:
             "evidence_survival": counts[-1] / total if total else None}
 
 
+# A question of which more than this share of tokens is unknown to the model's tokenizer is flagged: the model
+# cannot read it, so its answer is a guess (the tiny models' word-level tokenizer on questions about own videos).
+UNREADABLE_SHARE = 0.2
+
+
 class SettingRunner:
     """Answers samples under one setting and returns the ``inference`` / ``latency`` / ``failures`` rows."""
 
@@ -93,6 +98,11 @@ class SettingRunner:
         keep = None if self.pre == "none" else keep_mask(self.pre, grid, self.pre_q, seed=seed)
         pre_s = time.perf_counter() - t0
         prompt = adapter.build_prompt(grid, keep, question, options)
+        unknown = adapter.unknown_share(question, options)
+        if unknown > UNREADABLE_SHARE:
+            print(f"warning: sample {sample_id} ({self.setting}): {unknown:.0%} of the question's tokens are unknown "
+                  f"to {self.model_name}'s tokenizer; its answer is a guess (the tiny models read only the synthetic "
+                  "benchmark's words: use a real checkpoint for your own videos)", flush=True)
         n_in = len(prompt.layout.vision_idx)
         evidence = evidence_mask(events, timestamps, tuple(grid.shape[1:])) if events and timestamps is not None \
             else None
@@ -144,6 +154,7 @@ class SettingRunner:
             "flops": prefill_flops(stack, [n_text + n for n in per_layer]),
             "flops_none": prefill_flops(stack, [n_text + n_in] * len(per_layer)),
             "layer_pattern": self.pattern,
+            "unknown_share": unknown, "question_unreadable": unknown > UNREADABLE_SHARE,
             **_evidence_survival(evidence, evidence_in, prompt.layout, result, schedule),
         }
         latency = {

@@ -48,6 +48,7 @@ def extract_frames(input, output, params, wildcards) -> None:
     try:
         video = decode_frames(sample["video_path"], sampling)
     except VideoError as e:
+        print(f"sample {sample['sample_id']} failed: {e.kind}: {e.reason} ({e.path})", flush=True)  # the job's log
         result.add("failures", {"sample_id": sample["sample_id"], "stage": "extract_frames", "path": e.path,
                                 "kind": e.kind, "reason": e.reason})
         h, w = sampling.size

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from .sample import LETTERS, Sample
 
 REQUIRED = ("video", "question", "options", "answer")
+OPTIONAL = ("sample_id", "split", "qtype")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -44,6 +45,9 @@ def _rows(path: str) -> list[tuple[int, dict]]:
 
 def _sample(path: str, n: int, row: dict) -> Sample:
     where = f"{path}:{n}"
+    if unknown := [key for key in row if key not in REQUIRED + OPTIONAL]:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; a row has "
+                          f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)} (names are case-sensitive)")
     for key in REQUIRED:
         if row.get(key) in (None, ""):
             raise ConfigError(f"{where}: field '{key}' is missing or empty (required: {', '.join(REQUIRED)})")
@@ -84,15 +88,16 @@ def _sample(path: str, n: int, row: dict) -> Sample:
 
 def read_manifest(path: str) -> list[Sample]:
     """Read and validate a manifest. Raises :class:`ConfigError` naming the file, line and field."""
-    samples = [_sample(path, n, row) for n, row in _rows(path)]
+    rows = _rows(path)
+    samples = [_sample(path, n, row) for n, row in rows]
     if not samples:
         raise ConfigError(f"dataset.manifest: '{path}' lists no samples")
-    seen: dict[str, Sample] = {}
-    for s in samples:
-        if s.sample_id in seen:
+    line_of: dict[str, int] = {}
+    for (n, _), s in zip(rows, samples):
+        if s.sample_id in line_of:
             raise ConfigError(
-                f"{path}: sample_id '{s.sample_id}' appears twice ({seen[s.sample_id].video_path} and "
-                f"{s.video_path}); give each row a unique 'sample_id'"
+                f"{path}:{n}: sample_id '{s.sample_id}' is already used on line {line_of[s.sample_id]} (ids default "
+                "to the video file's name); give each row a unique 'sample_id'"
             )
-        seen[s.sample_id] = s
+        line_of[s.sample_id] = n
     return samples

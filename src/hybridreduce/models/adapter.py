@@ -49,6 +49,15 @@ class VLMAdapter:
         """``(num_options,)`` token ids of the option letters A, B, ..."""
         raise NotImplementedError
 
+    def unknown_share(self, question: str, options: list[str]) -> float:
+        """Share of the query's tokens that the tokenizer cannot represent (its unknown token): where most of
+        a question is unknown, the model answers without reading it. Byte-level tokenizers read any text."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if unk is None:
+            return 0.0
+        ids = self.tokenizer(question_text(question, options), add_special_tokens=False).input_ids
+        return sum(i == unk for i in ids) / max(len(ids), 1)
+
 
 def question_text(question: str, options: list[str]) -> str:
     opts = " ".join(f"{LETTERS[i]} . {o}" for i, o in enumerate(options))

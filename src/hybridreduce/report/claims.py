@@ -250,12 +250,13 @@ CLAIMS = [
           f"{UNSTABLE_RHO}. Confirmed when both hold for every hybrid model (decay-free score).",
           """
 WITH kind AS (SELECT model, bool_or(layer_type = 'mamba') AS hybrid FROM layer_sparsity GROUP BY model),
-     mass AS (SELECT model, avg(mean) AS mass90, count(*) AS scoring_layers FROM layer_sparsity
+     mass AS (SELECT model, avg(mean) AS mass90, count(*) AS scoring_layers, min(n_samples) AS samples
+              FROM layer_sparsity
               WHERE score = 'decay_free' AND metric = 'mass90' GROUP BY model),
      rho AS (SELECT model, avg(spearman) AS rho, avg(jaccard) AS jaccard, count(*) AS layer_pairs
              FROM layer_stability WHERE layer_a <> layer_b GROUP BY model)
 SELECT model, hybrid, round(mass90, 4) AS mean_mass90, scoring_layers, round(rho, 4) AS mean_cross_layer_spearman,
-       round(jaccard, 4) AS mean_cross_layer_jaccard, layer_pairs
+       round(jaccard, 4) AS mean_cross_layer_jaccard, layer_pairs, samples
 FROM kind JOIN mass USING (model) LEFT JOIN rho USING (model) ORDER BY model""",
           judge_sparse_unstable, evidence=("sparsity", "stability")),
     Claim(2, "Aggressive early pruning hurts; progressive low-to-high is robust on the hybrid.",
@@ -276,7 +277,8 @@ FROM kind JOIN mass USING (model) LEFT JOIN rho USING (model) ORDER BY model""",
           """
 WITH first AS (SELECT model, min(layer) AS first_layer, bool_or(layer_type = 'mamba') AS hybrid
                FROM probe_retention GROUP BY model)
-SELECT r.model, f.hybrid, r.target, round(avg(r.mean), 4) AS mean_retention, count(r.mean) AS layers
+SELECT r.model, f.hybrid, r.target, round(avg(r.mean), 4) AS mean_retention, count(r.mean) AS layers,
+       (SELECT min(n_samples) FROM layer_sparsity s WHERE s.model = r.model) AS samples  -- the same probe set
 FROM probe_retention r JOIN first f USING (model)
 WHERE r.layer > f.first_layer AND r.mean IS NOT NULL GROUP BY ALL ORDER BY r.target, r.model""",
           judge_retention, evidence=("retention",)),

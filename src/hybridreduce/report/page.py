@@ -81,6 +81,10 @@ FROM training ORDER BY model, split DESC, step, qtype""",
     "failures": """
 SELECT sample_id, stage, kind, reason, path FROM failures WHERE kind <> 'infeasible_schedule'
 ORDER BY stage, kind, sample_id""",
+    "unreadable": """
+SELECT model, count(DISTINCT sample_id) AS samples, round(max(unknown_share), 2) AS max_unknown_share,
+       string_agg(DISTINCT sample_id, ', ' ORDER BY sample_id) AS sample_ids
+FROM inference WHERE question_unreadable GROUP BY model ORDER BY model""",
     "infeasible": """
 SELECT stage AS setting, reason, count(*) AS samples FROM failures WHERE kind = 'infeasible_schedule'
 GROUP BY stage, reason ORDER BY stage""",
@@ -130,6 +134,9 @@ TITLES = {
     "finetuned": ("Finetuned copy against its base model, at every setting both ran (95% bootstrap CIs)",
                   "no model of this study is finetuned from another"),
     "failures": ("Failed samples, one row per sample and stage", "no failures"),
+    "unreadable": (("Questions the model cannot read: more than 20% of their tokens are unknown to its tokenizer, "
+                    "so its answers to them are guesses (the tiny models know only the synthetic benchmark's "
+                    "words)"), "every question was readable by its model's tokenizer"),
     "infeasible": (("Settings not run: budgets a schedule cannot reach with every layer above the floor "
                     "(reduction.min_layer_share), recorded instead of realised"), "every setting ran"),
     "runs": ("Jobs per rule", "no rows"),
@@ -158,9 +165,16 @@ def _figure(con, spec: Figure) -> Shown:
     return Shown(spec, draw(spec, table.dicts()), table)
 
 
-def _claim(con, claim) -> dict:
+def _claim(con, claim, min_samples: int) -> dict:
     table = run(con, claim.sql, empty="no rows: not measured in this study")
     verdict, finding = claim.judge(table.dicts()) if table.rows else (NOT_MEASURED, "the query returned no rows")
+    # sample-size honesty: every verdict names n, and too few samples behind any row is no verdict at all
+    n = min((r["samples"] for r in table.dicts() if r.get("samples") is not None), default=None)
+    if n is not None and n < min_samples:
+        verdict, finding = NOT_MEASURED, (f"too few samples: {n} behind a row, fewer than scoring.min_samples = "
+                                          f"{min_samples}; the rows say: {finding}")
+    elif n is not None:
+        finding = f"n = {n} samples (the fewest behind a row); {finding}"
     # a comparison with one side missing is not drawn: the rows stay in the table
     svg = draw(claim.figure, table.dicts()) if claim.figure and verdict != NOT_MEASURED else None
     figure = Shown(claim.figure, svg, table) if claim.figure else None
@@ -199,7 +213,8 @@ def _read(database: str) -> dict:
             "samples": n_samples, "failed_samples": n_failed, "failure_kinds": failure_kinds,
             "tables": {k: run(con, sql, *TITLES[k]) for k, sql in QUERIES.items()},
             "figures": {f.key: _figure(con, f) for f in FIGURES},
-            "claims": [_claim(con, c) for c in CLAIMS],
+            # a database collected outside the workflow may lack the key: then no minimum applies
+            "claims": [_claim(con, c, json.loads(config).get("scoring", {}).get("min_samples", 0)) for c in CLAIMS],
             "pre_llm": {m: definitions.PRE_LLM.get(m, "(no definition recorded)") for m in used_pre},
             "in_llm": {m: definitions.IN_LLM.get(m, "(no definition recorded)") for m in used_in},
         }

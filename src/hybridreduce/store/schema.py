@@ -97,6 +97,9 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("flops", "DOUBLE", "analytic prefill FLOPs of the realised token counts"),
         ("flops_none", "DOUBLE", "analytic prefill FLOPs without in-LLM reduction (same LLM input)"),
         ("layer_pattern", "VARCHAR", "layer types: M = Mamba-2, * = attention, - = MLP"),
+        ("unknown_share", "DOUBLE", "share of the question's tokens unknown to the model's tokenizer"),
+        ("question_unreadable", "BOOLEAN", "unknown_share above inference.UNREADABLE_SHARE (0.2): the answer is a "
+                                           "guess"),
         ("evidence_tokens", "INTEGER", "vision tokens of the whole video that show what the question asks about "
                                        "(synthetic ground truth; NULL without)"),
         ("evidence_per_stage", "INTEGER[]", "evidence tokens entering the LLM, then kept by each stage"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import av
+import av.logging
 import numpy as np
 
 from ..errors import VideoError
@@ -38,6 +39,7 @@ class FrameSampling:
     size: tuple[int, int] = (224, 224)  # (height, width) of returned frames
     resize: Literal["crop", "stretch"] = "crop"
     max_source_pixels: int = 8192 * 8192  # larger frames are refused (one decoded frame alone would take GBs)
+    max_decode_errors: int = 0  # decoder error reports (concealed damage) tolerated before a video is "damaged"
 
     @classmethod
     def from_config(cls, cfg: dict) -> "FrameSampling":
@@ -49,6 +51,7 @@ class FrameSampling:
             size=(int(cfg["size"][0]), int(cfg["size"][1])),
             resize=cfg.get("resize", "crop"),
             max_source_pixels=int(cfg.get("max_source_pixels", cls.max_source_pixels)),
+            max_decode_errors=int(cfg.get("max_decode_errors", cls.max_decode_errors)),
         )
 
 
@@ -79,17 +82,65 @@ def _why(e: av.FFmpegError) -> str:
     return e.strerror or str(e)
 
 
+class _FFmpegLog(av.logging.Capture):
+    """FFmpeg's own log messages at warning level or worse while in the block, from every thread (frame-threaded
+    decoders log from their workers): the decoder reports damage it conceals (``error while decoding MB ...``)
+    only there, never as an exception."""
+
+    def __init__(self):
+        super().__init__(local=False)
+
+    def __enter__(self):
+        self._level = av.logging.get_level()
+        av.logging.set_level(av.logging.WARNING)
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        av.logging.set_level(self._level)
+
+    def errors(self) -> list[str]:
+        """Messages at error level or worse, stripped."""
+        return [message.strip() for level, _, message in self.logs if level <= av.logging.ERROR]
+
+
+def _looks_like_text(path: str) -> bool:
+    """Whether the file starts with printable UTF-8 text (a subtitle, a note, an HTML error page saved as .mp4)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    try:
+        return all(c.isprintable() or c.isspace() for c in head.decode("utf-8"))
+    except UnicodeDecodeError:  # also a multi-byte character cut at byte 512: rare, and then "corrupt" is fine
+        return False
+
+
+def _starts_with(path: str, magic: bytes, at: int = 0) -> bool:
+    with open(path, "rb") as f:
+        return f.read(at + len(magic))[at:] == magic
+
+
 def _open(path: str):
     if not os.path.exists(path):
         raise VideoError("missing", path, "file does not exist")
     if not os.access(path, os.R_OK):
         raise VideoError("unreadable", path, "file is not readable (permissions)")
-    try:
-        return av.open(path)
-    except av.EOFError:
-        raise VideoError("truncated", path, "file ends before its container header/index is complete") from None
-    except av.FFmpegError as e:
-        raise VideoError("corrupt", path, f"cannot open container: {_why(e)}") from None
+    if os.path.getsize(path) == 0:
+        raise VideoError("empty", path, "file is empty (0 bytes)")
+    with _FFmpegLog() as log:
+        try:
+            return av.open(path)
+        except av.EOFError:
+            raise VideoError("truncated", path, "file ends before its container header/index is complete") from None
+        except av.FFmpegError as e:
+            if _looks_like_text(path):
+                raise VideoError("not_a_video", path, "the file is text, not a video container") from None
+            if any("moov atom not found" in m for m in log.errors()) and _starts_with(path, b"ftyp", at=4):
+                # a real mp4 (it opens with an ftyp box) written without faststart keeps its index (moov) at the
+                # end: a cut-off file loses it
+                raise VideoError("truncated", path, "the mp4 index (moov atom) is missing: the file was cut off "
+                                 "before its end, where this file keeps its index") from None
+            raise VideoError("corrupt", path, f"cannot open container: {_why(e)}") from None
 
 
 def _frame_times(path: str, max_pixels: int) -> tuple[np.ndarray, float, float | None]:
@@ -176,7 +227,9 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
     filled = 0
     with _open(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # one decoding thread: FFmpeg then logs damage from this thread (log callbacks from frame-threaded
+        # decoders can deadlock on the GIL); jobs run in parallel across videos instead
+        stream.thread_type = "NONE"
         tb = float(stream.time_base)
         codec = stream.codec_context.name
         src_w, src_h = stream.codec_context.width, stream.codec_context.height
@@ -188,37 +241,43 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
         def index_of(pts: int) -> int:
             return int(np.searchsorted(times, pts * tb - 1e-9))
 
-        try:
-            for packet in container.demux(stream):
-                # A frame no other frame is predicted from, and not selected, need not be decoded at all (the
-                # decoder reads skip_frame per packet). Packets without a timestamp are always decoded.
-                skip = packet.pts is not None and packet.size > 0 and index_of(packet.pts) not in wanted
-                ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-                skipped |= skip
-                for frame in packet.decode():
-                    # Frames come out in presentation order; map by pts where present, else by position (which
-                    # only holds while nothing was skipped).
-                    if frame.pts is None and skipped:
-                        raise VideoError("corrupt", path, "decoded frames carry no timestamps to match them by")
-                    i = index_of(frame.pts) if frame.pts is not None else order
-                    order += 1
-                    if i in wanted:
-                        rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
-                        crop = rgb[top : top + out_h, left : left + out_w]
-                        for slot in wanted.pop(i):
-                            frames[slot] = crop
-                            filled += 1
-                if not wanted:
-                    break
-        except av.FFmpegError as e:
-            raise VideoError(
-                "corrupt", path, f"decoding failed after {filled} of {len(selected)} frames: {_why(e)}"
-            ) from None
+        with _FFmpegLog() as log:
+            try:
+                for packet in container.demux(stream):
+                    # A frame no other frame is predicted from, and not selected, need not be decoded at all (the
+                    # decoder reads skip_frame per packet). Packets without a timestamp are always decoded.
+                    skip = packet.pts is not None and packet.size > 0 and index_of(packet.pts) not in wanted
+                    ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipped |= skip
+                    for frame in packet.decode():
+                        # Frames come out in presentation order; map by pts where present, else by position (which
+                        # only holds while nothing was skipped).
+                        if frame.pts is None and skipped:
+                            raise VideoError("corrupt", path, "decoded frames carry no timestamps to match them by")
+                        i = index_of(frame.pts) if frame.pts is not None else order
+                        order += 1
+                        if i in wanted:
+                            rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
+                            crop = rgb[top : top + out_h, left : left + out_w]
+                            for slot in wanted.pop(i):
+                                frames[slot] = crop
+                                filled += 1
+                    if not wanted:
+                        break
+            except av.FFmpegError as e:
+                said = f" (the decoder: {log.errors()[0]!r})" if log.errors() else ""
+                raise VideoError("damaged", path, f"decoding failed after {filled} of {len(selected)} "
+                                 f"frames: {_why(e)}{said}") from None
         container_name = container.format.name
     if wanted:
         raise VideoError(
             "corrupt", path, f"only {filled} of {len(selected)} selected frames could be decoded"
         )
+    damage = log.errors()
+    if len(damage) > sampling.max_decode_errors:
+        # FFmpeg conceals damaged macroblocks (copies from neighbours): the frames decode, but are guesses
+        raise VideoError("damaged", path, f"the decoder reported {len(damage)} errors in the frames it decoded "
+                         f"(first: {damage[0]!r}; frames.max_decode_errors={sampling.max_decode_errors})")
     return DecodedVideo(
         frames=frames,
         timestamps=times[selected] - start,

@@ -14,12 +14,14 @@ CODEC_FOR_CONTAINER = {"mp4": "libx264", "mkv": "libx264", "webm": "libvpx-vp9"}
 
 
 def write_video(
-    path: str, frames: Iterable[np.ndarray], fps: int, codec: str | None = None, crf: int = 23
+    path: str, frames: Iterable[np.ndarray], fps: int, codec: str | None = None, crf: int = 23,
+    faststart: bool = True,
 ) -> None:
     """Encode ``frames`` (each ``(H, W, 3)`` uint8 RGB, even H and W) to ``path``.
 
     The container comes from the file extension; ``codec`` defaults to :data:`CODEC_FOR_CONTAINER`. The file
     is written to a temporary name and renamed, so a killed job never leaves a half-written video behind.
+    ``faststart=False`` leaves an mp4's index at the end, as many cameras and tools write it.
     """
     ext = os.path.splitext(path)[1].lstrip(".").lower()
     codec = codec or CODEC_FOR_CONTAINER.get(ext)
@@ -28,7 +30,7 @@ def write_video(
     tmp = f"{path}.tmp.{os.getpid()}.{ext}"
     options = {"crf": str(crf)}
     # faststart puts the index first, so a cut-off mp4 still opens and is caught as truncated
-    container_options = {"movflags": "+faststart"} if ext == "mp4" else {}
+    container_options = {"movflags": "+faststart"} if ext == "mp4" and faststart else {}
     container_options["fflags"] = "+bitexact"  # no random ids or dates in the container: same frames, same bytes
     if codec == "libx264":
         options.update(preset="veryfast")
