@@ -65,13 +65,15 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
     "training": [
         ("model", "VARCHAR", "model trained by the workflow"),
         ("step", "INTEGER", "optimiser steps so far"),
-        ("split", "VARCHAR", "`train` (running means since the last row) or `val` (full-token accuracy at the end)"),
-        ("qtype", "VARCHAR", "question type of a `val` row, or `all`"),
+        ("split", "VARCHAR", "`train` (running means since the last row) or `val` (full-token accuracy at the end); "
+                             "`retrieval_train` / `retrieval_val` for the text-only retrieval stages"),
+        ("qtype", "VARCHAR", "question type of a `val` row (retrieval task of a `retrieval_val` row), or `all`"),
         ("loss", "DOUBLE", "cross-entropy of the answer letter over the four option letters"),
         ("accuracy", "DOUBLE", "answer accuracy"),
         ("samples_seen", "BIGINT", "training samples seen"),
         ("elapsed_s", "DOUBLE", "training wall time so far"),
-        ("num_frames", "INTEGER", "frames per training video in this stage (a curriculum may start shorter)"),
+        ("num_frames", "INTEGER", "frames per training video in this stage (a curriculum may start shorter; NULL "
+                                  "in a text-only stage)"),
     ],
     "inference": [
         ("model", "VARCHAR", "model name (config `models`)"),
@@ -194,8 +196,9 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("sample_id", "VARCHAR", "sample that failed"),
         ("stage", "VARCHAR", "rule in which it failed"),
         ("path", "VARCHAR", "file involved"),
-        ("kind", "VARCHAR", ("missing, unreadable, corrupt, no_video_stream, unsupported_codec, too_large, "
-                             "zero_frames, too_short, truncated, infeasible_schedule")),
+        ("kind", "VARCHAR", ("missing, unreadable, empty, not_a_video, corrupt, truncated, damaged, no_video_stream, "
+                             "unsupported_codec, too_large, zero_frames, too_short (errors.VideoError), "
+                             "no_ground_truth, infeasible_schedule")),
         ("reason", "VARCHAR", "human-readable reason"),
     ],
     "runs": [
