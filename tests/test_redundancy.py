@@ -88,7 +88,7 @@ def test_evs_pixel_refuses_tokens_without_pixels():
         keep_mask("evs_pixel", TokenGrid(embeddings=torch.zeros(2, 2, 2, 4)), 0.5)
 
 
-@pytest.mark.parametrize("method", ["random", "uniform"])
+@pytest.mark.parametrize("method", ["random", "uniform", "divprune"])
 def test_controls_keep_exactly_evs_count(decoded_grid, method):
     t, h, w = decoded_grid.shape
     for q in (0.5, 0.8):
@@ -104,8 +104,54 @@ def test_random_is_seeded_and_uniform_is_evenly_spaced(decoded_grid):
     assert int(gaps.max()) - int(gaps.min()) <= 1
 
 
+def reference_divprune(embeddings: torch.Tensor, k: int) -> set[int]:
+    """DivPrune's greedy max-min diversity selection as its paper states it, on the full distance matrix with
+    plain loops: first the token whose nearest other token is farthest, then repeatedly the unselected token whose
+    nearest selected token is farthest (first index on ties)."""
+    x = embeddings.reshape(-1, embeddings.shape[-1]).double()
+    x = x / x.norm(dim=-1, keepdim=True)
+    dist = (1 - x @ x.T).tolist()
+    n = len(dist)
+    nearest = [min(dist[i][j] for j in range(n) if j != i) for i in range(n)]
+    selected = [max(range(n), key=lambda i: (nearest[i], -i))]
+    while len(selected) < k:
+        rest = [i for i in range(n) if i not in selected]
+        selected.append(max(rest, key=lambda i: (min(dist[i][j] for j in selected), -i)))
+    return set(selected)
+
+
+@pytest.mark.parametrize("shape,q", [((4, 3, 3), 0.5), ((6, 2, 2), 0.75), ((3, 4, 2), 0.3)])
+def test_divprune_keeps_the_greedy_max_min_diverse_set(shape, q):
+    gen = torch.Generator().manual_seed(sum(shape))
+    grid = TokenGrid(embeddings=torch.randn(*shape, 8, generator=gen))
+    kept = set(torch.nonzero(keep_mask("divprune", grid, q).flatten()).flatten().tolist())
+    assert kept == reference_divprune(grid.embeddings, evs_retained_count(*shape, q))
+
+
+def test_divprune_keeps_one_copy_of_every_group_before_any_second_copy():
+    # 4 distinct directions, each repeated 4 times in a (4, 2, 2) grid: the max-min set of 4 has one of each
+    directions = torch.eye(6)[:4]
+    grid = TokenGrid(embeddings=directions.repeat(4, 1).reshape(4, 2, 2, 6))
+    kept = keep_mask("divprune", grid, 0.75).flatten()  # EVS's count: max(4, int(16 * 0.25)) = 4
+    assert int(kept.sum()) == 4
+    assert sorted(int(i) % 4 for i in torch.nonzero(kept).flatten()) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("t,q,groups", [(8, 0.75, [[0, 1, 2, 3], [4, 5, 6, 7]]), (5, 0.5, [[0, 1], [2, 3], [4]]),
+                                        (8, 0.5, [[0, 1], [2, 3], [4, 5], [6, 7]]), (4, 0.9, [[0, 1, 2, 3]])])
+def test_pool_averages_contiguous_frame_groups_into_their_first_frame(t, q, groups):
+    from hybridreduce.redundancy import reduce_grid
+
+    grid = TokenGrid(embeddings=torch.randn(t, 2, 3, 4, generator=torch.Generator().manual_seed(t)))
+    pooled, keep = reduce_grid("pool", grid, q)
+    assert [int(f) for f in torch.nonzero(keep.any(dim=(1, 2))).flatten()] == [g[0] for g in groups]
+    assert bool(keep[[g[0] for g in groups]].all())  # every position of a kept frame
+    for g in groups:
+        assert torch.allclose(pooled.embeddings[g[0]], grid.embeddings[g].mean(dim=0))
+
+
 def test_unknown_method_is_a_config_error(decoded_grid):
-    with pytest.raises(ConfigError, match="unknown method 'fastevs'.*evs, evs_pixel, random, uniform"):
+    with pytest.raises(ConfigError, match="unknown method 'fastevs'.*divprune, evs, evs_pixel, pool, random, uniform"):
         keep_mask("fastevs", decoded_grid, 0.5)
 
 

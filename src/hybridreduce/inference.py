@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .models import layer_pattern, load_adapter
 from .reduction.engine import prefill
 from .reduction.methods import plan
-from .redundancy import keep_mask
+from .redundancy import reduce_grid
 from .scoring.flops import prefill_flops
 from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
 
@@ -95,7 +95,9 @@ class SettingRunner:
         vision_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         seed = zlib.crc32(f"{self.seed}:{sample_id}".encode())
-        keep = None if self.pre == "none" else keep_mask(self.pre, grid, self.pre_q, seed=seed)
+        keep = None
+        if self.pre != "none":  # a merging method also replaces the kept tokens by the merged ones
+            grid, keep = reduce_grid(self.pre, grid, self.pre_q, seed=seed)
         pre_s = time.perf_counter() - t0
         prompt = adapter.build_prompt(grid, keep, question, options)
         unknown = adapter.unknown_share(question, options)

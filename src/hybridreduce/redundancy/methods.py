@@ -1,9 +1,11 @@
 """Registry of pre-LLM redundancy-reduction methods.
 
-Every method maps ``(grid, q, seed) -> keep mask (T, h, w) bool``. ``q`` is the pruning rate: the fraction of
-tokens to drop (EVS's ``video_pruning_rate``). ``random`` and ``uniform`` keep exactly as many tokens as
-``evs`` at the same ``q`` (equal retention). Retained tokens keep their original (t, i, j) positions: the mask
-is applied by the caller, which must keep the full video's position ids.
+Every method maps ``(grid, q, seed) -> keep mask (T, h, w) bool``, or for a merging method ``(keep mask, merged
+embeddings (T, h, w, d))`` whose kept positions hold the merged tokens (:func:`reduce_grid` applies them). ``q``
+is the pruning rate: the fraction of tokens to drop (EVS's ``video_pruning_rate``). ``random``, ``uniform`` and
+``divprune`` keep exactly as many tokens as ``evs`` at the same ``q`` (equal retention). Retained tokens keep
+their original (t, i, j) positions, merged ones the position of the token they are merged into: the mask is
+applied by the caller, which must keep the full video's position ids.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .grid import TokenGrid
 
-KeepMaskFn = Callable[[TokenGrid, float, int], torch.Tensor]
+KeepMaskFn = Callable[[TokenGrid, float, int], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 REGISTRY: dict[str, KeepMaskFn] = {}
 
 # Frame 0's dissimilarity in the serving implementations: above any 1 - cos (which is at most 2), so the first
@@ -94,6 +96,58 @@ def uniform_keep(grid: TokenGrid, q: float, seed: int = 0) -> torch.Tensor:
     return mask.view(t, h, w)
 
 
+@register("divprune")
+def divprune(grid: TokenGrid, q: float, seed: int = 0) -> torch.Tensor:
+    """DivPrune (Alvar et al., CVPR 2025): pruning as a max-min diversity problem over the token embeddings,
+    solved greedily as in the authors' code. Distance ``1 - cos``; the first token is the one farthest from its
+    nearest neighbour, then each step adds the token whose distance to the nearest already selected token is
+    largest (ties: the earlier flat index). EVS's token count, over the whole video at once (the paper prunes the
+    visual tokens of the whole input); question-blind."""
+    e = F.normalize(grid.embeddings.reshape(-1, grid.embeddings.shape[-1]).float(), dim=-1)  # (N, d)
+    n, k = len(e), evs_retained_count(*grid.shape, q)
+    # nearest-neighbour distance of every token, in row blocks: no N x N matrix for long videos
+    nearest = torch.empty(n)
+    for start in range(0, n, 4096):
+        d = 1 - e[start:start + 4096] @ e.T  # (b, N)
+        d[torch.arange(len(d)), torch.arange(start, start + len(d))] = float("inf")  # not itself
+        nearest[start:start + len(d)] = d.min(dim=1).values
+    chosen = torch.zeros(n, dtype=torch.bool)
+    pick = int(torch.argmax(nearest))
+    to_selected = torch.full((n,), float("inf"))  # distance of each token to its nearest selected token
+    for _ in range(k):
+        chosen[pick] = True
+        to_selected = torch.minimum(to_selected, 1 - e @ e[pick])
+        to_selected[chosen] = -float("inf")  # never picked twice, even where copies sit at distance 0
+        pick = int(torch.argmax(to_selected))
+    return chosen.view(grid.shape)
+
+
+@register("pool")
+def temporal_pool(grid: TokenGrid, q: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Control: plain temporal average pooling, the "downsampling" baseline that VTC-Bench finds strong. The frames
+    are split into ``K = max(1, ⌊T * (1 - q) + 1/2⌋)`` contiguous groups of near-equal length (longer ones first);
+    each group's tokens at every spatial position are averaged into one token that takes the position of the
+    group's first frame. Retention ``K / T`` (EVS's count when ``T * (1 - q)`` is a whole number)."""
+    t = grid.shape[0]
+    groups = torch.tensor_split(torch.arange(t), max(1, int(t * (1 - q) + 0.5)))  # round half up
+    keep = torch.zeros(grid.shape, dtype=torch.bool)
+    merged = grid.embeddings.clone()
+    for frames in groups:
+        keep[frames[0]] = True
+        merged[frames[0]] = grid.embeddings[frames].mean(dim=0)
+    return keep, merged
+
+
+def reduce_grid(method: str, grid: TokenGrid, q: float, seed: int = 0) -> tuple[TokenGrid, torch.Tensor]:
+    """The grid a pre-LLM ``method`` leaves at pruning rate ``q`` (merged tokens in place of the tokens they are
+    merged into) and its ``(T, h, w)`` bool keep mask."""
+    out = get_method(method)(grid, q, seed)
+    if isinstance(out, tuple):
+        keep, merged = out
+        return TokenGrid(embeddings=merged, pixels=grid.pixels), keep
+    return grid, out
+
+
 def keep_mask(method: str, grid: TokenGrid, q: float, seed: int = 0) -> torch.Tensor:
     """``(T, h, w)`` bool mask of the tokens ``method`` keeps at pruning rate ``q``."""
-    return get_method(method)(grid, q, seed)
+    return reduce_grid(method, grid, q, seed)[1]

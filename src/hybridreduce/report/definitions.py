@@ -12,6 +12,12 @@ PRE_LLM = {
                  "percentile dropped, frame 0 kept.",
     "random": "control at EVS's token count: a seeded random subset.",
     "uniform": "control at EVS's token count: tokens evenly spaced over the flattened (t, i, j) order.",
+    "divprune": ("DivPrune (Alvar et al., CVPR 2025) at EVS's token count: greedy max-min diversity over the "
+                 "whole video's tokens (distance 1 − cos), starting from the token farthest from its nearest "
+                 "neighbour; question-blind."),
+    "pool": ("control: temporal average pooling (the downsampling baseline): frames in K = ⌊T·(1−q) + ½⌋ "
+             "contiguous groups, each group's tokens at a position averaged into one token at the group's first "
+             "frame."),
 }
 
 IN_LLM = {
