@@ -19,14 +19,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(markdown_reference())
     elif args.command == "methods" and args.stage == "redundancy":
-        from .redundancy import REGISTRY
+        from .redundancy import registry
 
-        for name, fn in sorted(REGISTRY.items()):
+        for name, fn in sorted(registry().items()):
             print(f"{name}\t{(fn.__doc__ or '').strip().splitlines()[0]}")
     elif args.command == "methods":
-        from .reduction.methods import REGISTRY as IN_LLM
+        from .reduction.methods import registry
 
-        for name, method in IN_LLM.items():
+        for name, method in registry().items():
             print(f"{name}\t{method.doc}")
     return 0
 

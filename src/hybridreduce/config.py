@@ -1,8 +1,10 @@
-"""Config validation: the JSON schema (via ``snakemake.utils.validate``, which also fills defaults) plus a
-short error message that names the offending field and what was expected."""
+"""Config validation: the JSON schema (which also fills defaults, as ``snakemake.utils.validate`` does), extended by
+the installed plugins' method names, plus a short error message that names the offending field and what was
+expected."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -30,13 +32,41 @@ def _explain(error: jsonschema.ValidationError) -> str:
     return f"config field '{field}': {error.message}"
 
 
+def _fill_defaults(validate_properties):
+    """The jsonschema FAQ's recipe: a ``properties`` check that first sets each missing property's default."""
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, props, instance, schema)
+
+    return properties
+
+
+_DefaultFilling = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    {"properties": _fill_defaults(jsonschema.Draft202012Validator.VALIDATORS["properties"])})
+
+
+def _accept_plugins(schema: dict) -> None:
+    """Add the installed plugins' method names (hybridreduce.plugins) to the schema's method enums, in place.
+    The in-LLM enum is one YAML anchor, so extending it once extends every use."""
+    from .plugins import IN_LLM, PRE_LLM, plugin_names
+
+    props = schema["properties"]
+    for enum in (props["redundancy"]["properties"]["methods"]["items"]["enum"],
+                 props["inference"]["properties"]["pre_llm"]["items"]["enum"]):
+        enum += plugin_names(PRE_LLM)
+    props["inference"]["properties"]["methods"]["items"]["enum"] += plugin_names(IN_LLM)
+
+
 def validate_config(config: dict, schema_path: str) -> dict:
     """Validate ``config`` in place against the schema at ``schema_path``; raise :class:`ConfigError`."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
+    _accept_plugins(schema)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_explain(e) for e in errors))
@@ -45,10 +75,9 @@ def validate_config(config: dict, schema_path: str) -> dict:
             del cfg["training"]
     for model in config.get("models", {}):
         base_model(config, model)
-    try:
-        validate(config, schema_path)  # fills schema defaults
-    except WorkflowError as e:  # not expected after the check above; keep Snakemake's message if it happens
-        raise ConfigError(f"invalid config: {e}") from None
+    # Fill the schema's defaults (what snakemake.utils.validate does, on the schema with the plugins' names).
+    for error in _DefaultFilling(schema).iter_errors(config):  # not expected after the check above
+        raise ConfigError(f"invalid config: {_explain(error)}")
     return config
 
 

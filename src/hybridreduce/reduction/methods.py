@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
 from ..models.stack import MLP
+from ..plugins import IN_LLM, load_plugins
 from .engine import Scorer
 from .schedule import Schedule, no_reduction, solve_schedule, stage_layers_for
 
@@ -88,8 +89,14 @@ REGISTRY: dict[str, InLLMMethod] = {
 DEFAULTS = {"first_layer": 0, "num_stages": 3, "fastv_layer": 0.0625, "min_layer_share": 0.2}
 
 
+def registry() -> dict[str, InLLMMethod]:
+    """The built-in methods and those of installed plugins (:mod:`hybridreduce.plugins`)."""
+    load_plugins(IN_LLM, REGISTRY, InLLMMethod)
+    return REGISTRY
+
+
 def get_method(name: str) -> InLLMMethod:
-    if name not in REGISTRY:
+    if name not in registry():
         raise ConfigError(f"reduction.methods: unknown method '{name}' (known: {', '.join(REGISTRY)})")
     return REGISTRY[name]
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..plugins import PRE_LLM, load_plugins
 from .grid import TokenGrid
 
 KeepMaskFn = Callable[[TokenGrid, float, int], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -34,8 +35,14 @@ def register(name: str) -> Callable[[KeepMaskFn], KeepMaskFn]:
     return deco
 
 
+def registry() -> dict[str, KeepMaskFn]:
+    """The built-in methods and those of installed plugins (:mod:`hybridreduce.plugins`)."""
+    load_plugins(PRE_LLM, REGISTRY)
+    return REGISTRY
+
+
 def get_method(name: str) -> KeepMaskFn:
-    if name not in REGISTRY:
+    if name not in registry():
         raise ConfigError(f"redundancy.methods: unknown method '{name}' (known: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[name]
 

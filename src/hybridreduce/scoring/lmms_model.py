@@ -95,7 +95,7 @@ class HybridReduceLMM(lmms):
         super().__init__()
         from ..inference import SettingRunner
         from ..reduction.methods import get_method
-        from ..redundancy import REGISTRY as PRE_LLM
+        from ..redundancy import registry as pre_llm_registry
         from ..video import FrameSampling
 
         unknown = sorted(set(kwargs) - LMMS_EVAL_EXTRAS)
@@ -103,9 +103,9 @@ class HybridReduceLMM(lmms):
             raise ConfigError(f"lmms-eval --model_args: unknown key(s) {', '.join(unknown)}; accepted: "
                               f"{', '.join(sorted(MODEL_ARGS))}")
         get_method(method)  # an unknown in-LLM method fails here, before any document runs
-        if pre != "none" and pre not in PRE_LLM:
+        if pre != "none" and pre not in pre_llm_registry():
             raise ConfigError(f"lmms-eval --model_args: unknown pre-LLM method '{pre}' (known: none, "
-                              f"{', '.join(PRE_LLM)})")
+                              f"{', '.join(pre_llm_registry())})")
 
         setting = json.loads(json.dumps(DEFAULTS))
         if config:
