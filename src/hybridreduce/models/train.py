@@ -101,6 +101,16 @@ def _lr(step: int, steps: int, base: float, warmup: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def _step(model, opt, loss: torch.Tensor, lr: float) -> None:
+    """One optimiser step at learning rate ``lr``, gradients clipped to norm 1."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 @torch.no_grad()
 def evaluate(adapter: TinyVLMAdapter, pool: Pool, batch_size: int = 32) -> dict[str, float]:
     """Full-token accuracy on ``pool``'s benchmark questions (greedy among the option letters), overall
@@ -175,12 +185,7 @@ def train(adapter: TinyVLMAdapter, train_pool: Pool, val_pool: Pool, cfg: dict, 
             weights = torch.tensor([qtype_weights.get(t, 1.0) for t in train_pool.question_types(idx, conversation)])
             loss = (F.cross_entropy(logits, answers, reduction="none") * weights).sum() / weights.sum()
             acc = float((logits.argmax(-1) == answers).float().mean())
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, cfg["lr"], cfg.get("warmup", 20))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        _step(model, opt, loss, _lr(step, steps, cfg["lr"], cfg.get("warmup", 20)))
         seen += bs
         run_loss.append(float(loss.detach()))
         if acc is not None:
@@ -251,12 +256,7 @@ def train_retrieval(adapter: TinyVLMAdapter, cfg: dict, seed: int) -> Iterator[d
         logits = model.language_model(input_ids=ids).logits[rows, positions]  # (M, vocab)
         targets = ids[rows, positions + 1]
         loss = F.cross_entropy(logits, targets)
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, cfg["lr"], cfg.get("warmup", 20))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        _step(model, opt, loss, _lr(step, steps, cfg["lr"], cfg.get("warmup", 20)))
         seen += bs
         run_loss.append(float(loss.detach()))
         run_acc.append(float((logits.argmax(-1) == targets).float().mean()))
