@@ -202,6 +202,27 @@ def test_prefill_reproduces_model_forward(case):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("fps", [1.0, 0.5])
+def test_qwen_time_positions_follow_the_sampled_timestamps(fps):
+    """Frames sampled at ``fps``: the prefill equals the model's own forward when its processor is told that
+    sampling rate (second_per_grid_ts = temporal_patch_size / fps), not Qwen's default of 2 fps."""
+    case, video = qwen_case(), frames()
+    timestamps = np.arange(len(video)) / fps
+    grid = case.adapter.encode_video(video, timestamps)
+    prompt = case.adapter.build_prompt(grid, None, QUESTION, OPTIONS)
+    prefix, query = case.adapter.prompt_text(QUESTION, OPTIONS)
+    inputs = case.processor(text=prefix + "<|video_pad|>" + query, videos=[video], return_tensors="pt",
+                            video_metadata=[VideoMetadata(total_num_frames=len(video), fps=fps)])
+    own = case.model(**inputs).logits[0, -1]
+    torch.testing.assert_close(prefill(case.adapter.stack, prompt.embeds, prompt.layout).logits, own, atol=ATOL, rtol=0)
+    # the time ids of the second tubelet: temporal_patch_size / fps seconds x tokens_per_second (2) later
+    t_ids = prompt.layout.position_ids[0, prompt.layout.vision_idx]
+    assert int(t_ids.max() - t_ids.min()) == int(2 / fps * 2)
+    default = case.adapter.build_prompt(case.adapter.encode_video(video), None, QUESTION, OPTIONS)
+    assert not torch.equal(default.layout.position_ids, prompt.layout.position_ids)
+
+
+@torch.no_grad()
 def test_keep_mask_keeps_full_video_positions(case):
     adapter = case.adapter
     grid = adapter.encode_video(frames())

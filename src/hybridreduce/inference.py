@@ -91,7 +91,7 @@ class SettingRunner:
                    sample_id=sample_id)
         reset_peak_memory(device)
         t0 = time.perf_counter()
-        grid = adapter.encode_video(frames)
+        grid = adapter.encode_video(frames, timestamps)
         vision_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         seed = zlib.crc32(f"{self.seed}:{sample_id}".encode())

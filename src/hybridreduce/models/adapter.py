@@ -35,9 +35,9 @@ class VLMAdapter:
     stack: DecoderStack
     device: torch.device
 
-    def encode_video(self, frames: np.ndarray) -> TokenGrid:
-        """``(T, H, W, 3)`` uint8 frames -> vision tokens ``(T, h, w, D)`` in the LLM's embedding space (plus the
-        raw patches for pixel-space methods)."""
+    def encode_video(self, frames: np.ndarray, timestamps: np.ndarray | None = None) -> TokenGrid:
+        """``(T, H, W, 3)`` uint8 frames sampled at ``timestamps`` ``(T,)`` seconds (None: unknown) -> vision
+        tokens ``(T, h, w, D)`` in the LLM's embedding space (plus the raw patches for pixel-space methods)."""
         raise NotImplementedError
 
     def build_prompt(self, grid: TokenGrid, keep: torch.Tensor | None, question: str, options: list[str]) -> Prompt:
@@ -99,8 +99,8 @@ class TinyVLMAdapter(VLMAdapter):
         return self._ids(self.PREFIX), self._ids(question_text(question, options))
 
     @torch.no_grad()
-    def encode_video(self, frames: np.ndarray) -> TokenGrid:
-        size = self.model.config.image_size
+    def encode_video(self, frames: np.ndarray, timestamps: np.ndarray | None = None) -> TokenGrid:
+        size = self.model.config.image_size  # positions are per frame and cell: the timestamps do not enter
         x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-2:] != (size, size):  # frames extracted at another size: resize like a processor would
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)

@@ -159,8 +159,8 @@ class _HFVideoAdapter(VLMAdapter):
     # ------------------------------------------------------------------------------------------------------------
     # prompt assembly
     # ------------------------------------------------------------------------------------------------------------
-    def _full_positions(self, input_ids: torch.Tensor, grid_shape: tuple[int, int, int]) -> torch.Tensor:
-        """Position ids ``(L,)`` or ``(3, L)`` of the full prompt ``input_ids`` ``(1, L)``."""
+    def _full_positions(self, input_ids: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+        """Position ids ``(L,)`` or ``(3, L)`` of the full prompt ``input_ids`` ``(1, L)`` with the whole ``grid``."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -176,7 +176,7 @@ class _HFVideoAdapter(VLMAdapter):
         prefix, query = (x.to(self.device) for x in self.prompt_ids(question, options))
         p, nk, nq = len(prefix), len(kept), len(query)
         full_ids = torch.cat([prefix, torch.full((n,), self.vision_token_id, device=self.device), query])[None]
-        full_pos = self._full_positions(full_ids, (t, h, w))
+        full_pos = self._full_positions(full_ids, grid)
         cols = torch.cat([torch.arange(p, device=self.device), p + kept, p + n + torch.arange(nq, device=self.device)])
         embed = self.stack.embed_tokens
         dtype = self.stack.model.get_input_embeddings().weight.dtype
@@ -269,7 +269,7 @@ class NemotronHOmniAdapter(_HFVideoAdapter):
         return self.model.get_video_features(pixel_values_videos).pooler_output
 
     @torch.no_grad()
-    def encode_video(self, frames: np.ndarray) -> TokenGrid:
+    def encode_video(self, frames: np.ndarray, timestamps: np.ndarray | None = None) -> TokenGrid:
         pv = self._preprocess(frames)["pixel_values_videos"]  # (T, 3, H, W), normalised
         feats = self.video_features(pv)
         hh, ww = pv.shape[-2:]
@@ -281,7 +281,7 @@ class NemotronHOmniAdapter(_HFVideoAdapter):
         pixels = _cells((pv.float() * std + mean) * 255.0, self.temporal_patch, cell)
         return TokenGrid(embeddings=emb.float(), pixels=pixels)
 
-    def _full_positions(self, input_ids: torch.Tensor, grid_shape: tuple[int, int, int]) -> torch.Tensor:
+    def _full_positions(self, input_ids: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
         return torch.arange(input_ids.shape[1], device=input_ids.device)
 
 
@@ -297,8 +297,9 @@ class Qwen25VLAdapter(_HFVideoAdapter):
     Positions: 3-D M-RoPE ids ``(3, L)`` from the model's own ``get_rope_index`` on the FULL video prompt
     (``mm_token_type_ids`` 2 on the video placeholders, ``video_grid_thw`` of the grid); a ``keep`` mask selects
     the columns of the kept tokens, so they and the query keep the positions they have with the whole video.
-    The temporal spacing assumes the frames were sampled at ``video_fps`` (default 2, Qwen's default sampling
-    rate): ``second_per_grid_ts = temporal_patch_size / video_fps``.
+    The temporal spacing comes from the sampled frames' timestamps (``second_per_grid_ts = temporal_patch_size x``
+    the median interval between frames, as the model's processor derives it from the video's sampling rate); only
+    without timestamps does it fall back to ``video_fps`` (2, Qwen's default sampling rate).
 
     Decoder: ``model.model.language_model`` (``Qwen2_5_VLTextModel``: ``layers``, ``rotary_emb``, ``norm``) and
     ``model.lm_head``. Its ``rotary_emb`` takes ``(3, 1, L)`` ids and already interleaves the ``mrope_section``
@@ -330,8 +331,10 @@ class Qwen25VLAdapter(_HFVideoAdapter):
         return Qwen2VLVideoProcessor(patch_size=self.patch_size, temporal_patch_size=self.temporal_patch,
                                      merge_size=self.merge, cap_pixels_per_frame=True)
 
-    @property
-    def second_per_grid_ts(self) -> float:
+    def second_per_grid_ts(self, grid: TokenGrid) -> float:
+        """Seconds a temporal grid step spans: ``temporal_patch_size`` frames at the grid's frame interval."""
+        if grid.frame_interval_s:
+            return self.temporal_patch * grid.frame_interval_s
         return self.temporal_patch / self.video_fps
 
     def video_features(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor) -> torch.Tensor:
@@ -339,7 +342,7 @@ class Qwen25VLAdapter(_HFVideoAdapter):
         return self.model.get_video_features(pixel_values_videos, video_grid_thw).pooler_output[0]
 
     @torch.no_grad()
-    def encode_video(self, frames: np.ndarray) -> TokenGrid:
+    def encode_video(self, frames: np.ndarray, timestamps: np.ndarray | None = None) -> TokenGrid:
         inputs = self._preprocess(frames)
         pv, thw = inputs["pixel_values_videos"], inputs["video_grid_thw"]
         t, gh, gw = thw[0].tolist()
@@ -354,15 +357,16 @@ class Qwen25VLAdapter(_HFVideoAdapter):
         x = ((x * std + mean) / vp.rescale_factor).clamp(0, 255).mean(6)  # (t, h', w', m, m, 3, p, p)
         x = x.permute(0, 1, 2, 3, 6, 4, 7, 5)  # (t, h', w', m, p, m, p, 3)
         pixels = x.reshape(t, gh // m, gw // m, (m * p) ** 2 * 3).cpu()
-        return TokenGrid(embeddings=emb.float(), pixels=pixels)
+        interval = float(np.median(np.diff(timestamps))) if timestamps is not None and len(timestamps) > 1 else None
+        return TokenGrid(embeddings=emb.float(), pixels=pixels, frame_interval_s=interval)
 
     def video_grid_thw(self, grid_shape: tuple[int, int, int]) -> torch.Tensor:
         t, h, w = grid_shape
         return torch.tensor([[t, h * self.merge, w * self.merge]], device=self.device)
 
-    def _full_positions(self, input_ids: torch.Tensor, grid_shape: tuple[int, int, int]) -> torch.Tensor:
+    def _full_positions(self, input_ids: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
         token_type = (input_ids == self.vision_token_id).int() * 2  # 0 text, 2 video
         pos, _ = self.model.model.get_rope_index(
-            input_ids, mm_token_type_ids=token_type, video_grid_thw=self.video_grid_thw(grid_shape),
-            second_per_grid_ts=torch.tensor([self.second_per_grid_ts], device=self.device))
+            input_ids, mm_token_type_ids=token_type, video_grid_thw=self.video_grid_thw(grid.shape),
+            second_per_grid_ts=torch.tensor([self.second_per_grid_ts(grid)], device=self.device))
         return pos[:, 0]

@@ -20,10 +20,13 @@ class TokenGrid:
         embeddings: ``(T, h, w, d)`` float32, one token per spatial cell per frame (after encoder/projector).
         pixels: ``(T, h, w, p * p * 3)`` float32 raw RGB of each token's patch in [0, 255], or None when the
             tokens do not correspond to pixel patches (methods that need pixels then refuse to run).
+        frame_interval_s: seconds between the sampled frames the grid was encoded from (None: unknown), for
+            models whose positions encode time (Qwen2.5-VL's M-RoPE).
     """
 
     embeddings: torch.Tensor
     pixels: torch.Tensor | None = None
+    frame_interval_s: float | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

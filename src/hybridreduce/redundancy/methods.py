@@ -11,6 +11,7 @@ applied by the caller, which must keep the full video's position ids.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +152,7 @@ def reduce_grid(method: str, grid: TokenGrid, q: float, seed: int = 0) -> tuple[
     out = get_method(method)(grid, q, seed)
     if isinstance(out, tuple):
         keep, merged = out
-        return TokenGrid(embeddings=merged, pixels=grid.pixels), keep
+        return replace(grid, embeddings=merged), keep
     return grid, out
 
 
