@@ -173,7 +173,8 @@ def test_verdicts_are_computed_from_the_rows(tmp_path):
 def test_claim2_says_which_early_method_it_used(tmp_path):
     db = make_study(tmp_path / "s", skip=("early_aggressive",))
     summary = render(str(db), str(tmp_path / "reports" / "s" / "index.html"))
-    assert summary["claims"][1]["finding"].startswith("early method: fastv (early_aggressive is not in this study")
+    assert summary["claims"][1]["finding"].startswith(
+        "n = 40 samples (the fewest behind a row); early method: fastv (early_aggressive is not in this study")
 
 
 def test_report_files_index_and_traceable_queries(tmp_path):
