@@ -79,3 +79,28 @@ def test_pretraining_a_few_steps_twice_gives_bit_identical_weights(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_code_commit_flags_changed_code_not_a_checkpoint_being_rewritten(tmp_path):
+    import subprocess
+
+    from hybridreduce.models.provenance import code_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("steps = 1\n")
+    (tmp_path / "checkpoints" / "m").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "m" / "model.safetensors").write_bytes(b"old weights")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    # Snakemake deletes the output folder before the job that rewrites it: the code is unchanged
+    (tmp_path / "checkpoints" / "m" / "model.safetensors").unlink()
+    assert code_commit(str(tmp_path / "src")) == head
+    (tmp_path / "src" / "train.py").write_text("steps = 2\n")
+    assert code_commit(str(tmp_path / "src")) == head + "+dirty"
+

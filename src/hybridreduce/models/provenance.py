@@ -26,14 +26,22 @@ def recipe_hash(rec: dict) -> str:
     return hashlib.sha256(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def code_commit() -> str | None:
-    """The git commit of the code that trained the model (``+dirty`` when the tree has changes), or None outside
-    a git checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
+# What trains a model: the code and the configs (and the environment's pins). Not checkpoints/: Snakemake deletes a
+# job's output folder before the job runs, so retraining a shipped checkpoint in place always removes tracked files.
+CODE_PATHS = ("src", "workflow", "Snakefile", "config", "envs", "pyproject.toml")
+
+
+def code_commit(here: str | None = None) -> str | None:
+    """The git commit of the code that trained the model (``+dirty`` when the code or configs have uncommitted
+    changes, :data:`CODE_PATHS`), or None outside a git checkout. ``here``: a folder of the checkout (default:
+    this package's)."""
+    here = here or os.path.dirname(os.path.abspath(__file__))
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True)
+        root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=root, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
