@@ -83,9 +83,9 @@ def _why(e: av.FFmpegError) -> str:
 
 
 class _FFmpegLog(av.logging.Capture):
-    """FFmpeg's own log messages at warning level or worse while in the block, from every thread (frame-threaded
-    decoders log from their workers): the decoder reports damage it conceals (``error while decoding MB ...``)
-    only there, never as an exception."""
+    """FFmpeg's own log messages at warning level or worse while in the block (from any thread): the decoder
+    reports the damage it conceals (``error while decoding MB ...``) only there, never as an exception. The
+    previous log level is restored on exit (PyAV leaves FFmpeg's logging off by default)."""
 
     def __init__(self):
         super().__init__(local=False)
