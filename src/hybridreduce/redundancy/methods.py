@@ -114,20 +114,21 @@ def divprune(grid: TokenGrid, q: float, seed: int = 0) -> torch.Tensor:
     e = F.normalize(grid.embeddings.reshape(-1, grid.embeddings.shape[-1]).float(), dim=-1)  # (N, d)
     n, k = len(e), evs_retained_count(*grid.shape, q)
     # nearest-neighbour distance of every token, in row blocks: no N x N matrix for long videos
-    nearest = torch.empty(n)
+    nearest = torch.empty(n, device=e.device)
     for start in range(0, n, 4096):
         d = 1 - e[start:start + 4096] @ e.T  # (b, N)
-        d[torch.arange(len(d)), torch.arange(start, start + len(d))] = float("inf")  # not itself
+        rows = torch.arange(len(d), device=e.device)
+        d[rows, rows + start] = float("inf")  # not itself
         nearest[start:start + len(d)] = d.min(dim=1).values
-    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen = torch.zeros(n, dtype=torch.bool, device=e.device)
     pick = int(torch.argmax(nearest))
-    to_selected = torch.full((n,), float("inf"))  # distance of each token to its nearest selected token
+    to_selected = torch.full((n,), float("inf"), device=e.device)  # distance of each token to its nearest selected
     for _ in range(k):
         chosen[pick] = True
         to_selected = torch.minimum(to_selected, 1 - e @ e[pick])
         to_selected[chosen] = -float("inf")  # never picked twice, even where copies sit at distance 0
         pick = int(torch.argmax(to_selected))
-    return chosen.view(grid.shape)
+    return chosen.view(grid.shape).cpu()
 
 
 @register("pool")
