@@ -39,7 +39,7 @@ class FrameSampling:
     size: tuple[int, int] = (224, 224)  # (height, width) of returned frames
     resize: Literal["crop", "stretch"] = "crop"
     max_source_pixels: int = 8192 * 8192  # larger frames are refused (one decoded frame alone would take GBs)
-    max_decode_errors: int = 0  # decoder error reports (concealed damage) tolerated before a video is "damaged"
+    max_decode_errors: int = 0  # frames flagged corrupt (concealed damage) tolerated before a video is "damaged"
 
     @classmethod
     def from_config(cls, cfg: dict) -> "FrameSampling":
@@ -227,9 +227,7 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
     filled = 0
     with _open(path) as container:
         stream = container.streams.video[0]
-        # one decoding thread: FFmpeg then logs damage from this thread (log callbacks from frame-threaded
-        # decoders can deadlock on the GIL); jobs run in parallel across videos instead
-        stream.thread_type = "NONE"
+        stream.thread_type = "AUTO"
         tb = float(stream.time_base)
         codec = stream.codec_context.name
         src_w, src_h = stream.codec_context.width, stream.codec_context.height
@@ -241,43 +239,42 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
         def index_of(pts: int) -> int:
             return int(np.searchsorted(times, pts * tb - 1e-9))
 
-        with _FFmpegLog() as log:
-            try:
-                for packet in container.demux(stream):
-                    # A frame no other frame is predicted from, and not selected, need not be decoded at all (the
-                    # decoder reads skip_frame per packet). Packets without a timestamp are always decoded.
-                    skip = packet.pts is not None and packet.size > 0 and index_of(packet.pts) not in wanted
-                    ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-                    skipped |= skip
-                    for frame in packet.decode():
-                        # Frames come out in presentation order; map by pts where present, else by position (which
-                        # only holds while nothing was skipped).
-                        if frame.pts is None and skipped:
-                            raise VideoError("corrupt", path, "decoded frames carry no timestamps to match them by")
-                        i = index_of(frame.pts) if frame.pts is not None else order
-                        order += 1
-                        if i in wanted:
-                            rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
-                            crop = rgb[top : top + out_h, left : left + out_w]
-                            for slot in wanted.pop(i):
-                                frames[slot] = crop
-                                filled += 1
-                    if not wanted:
-                        break
-            except av.FFmpegError as e:
-                said = f" (the decoder: {log.errors()[0]!r})" if log.errors() else ""
-                raise VideoError("damaged", path, f"decoding failed after {filled} of {len(selected)} "
-                                 f"frames: {_why(e)}{said}") from None
+        corrupt = 0  # decoded frames the decoder flags as corrupt (it concealed damaged data in them)
+        try:
+            for packet in container.demux(stream):
+                # A frame no other frame is predicted from, and not selected, need not be decoded at all (the
+                # decoder reads skip_frame per packet). Packets without a timestamp are always decoded.
+                skip = packet.pts is not None and packet.size > 0 and index_of(packet.pts) not in wanted
+                ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+                skipped |= skip
+                for frame in packet.decode():
+                    corrupt += frame.is_corrupt
+                    # Frames come out in presentation order; map by pts where present, else by position (which
+                    # only holds while nothing was skipped).
+                    if frame.pts is None and skipped:
+                        raise VideoError("corrupt", path, "decoded frames carry no timestamps to match them by")
+                    i = index_of(frame.pts) if frame.pts is not None else order
+                    order += 1
+                    if i in wanted:
+                        rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
+                        crop = rgb[top : top + out_h, left : left + out_w]
+                        for slot in wanted.pop(i):
+                            frames[slot] = crop
+                            filled += 1
+                if not wanted:
+                    break
+        except av.FFmpegError as e:
+            raise VideoError("damaged", path, f"decoding failed after {filled} of {len(selected)} "
+                             f"frames: {_why(e)}") from None
         container_name = container.format.name
     if wanted:
         raise VideoError(
             "corrupt", path, f"only {filled} of {len(selected)} selected frames could be decoded"
         )
-    damage = log.errors()
-    if len(damage) > sampling.max_decode_errors:
+    if corrupt > sampling.max_decode_errors:
         # FFmpeg conceals damaged macroblocks (copies from neighbours): the frames decode, but are guesses
-        raise VideoError("damaged", path, f"the decoder reported {len(damage)} errors in the frames it decoded "
-                         f"(first: {damage[0]!r}; frames.max_decode_errors={sampling.max_decode_errors})")
+        raise VideoError("damaged", path, f"the decoder flagged {corrupt} decoded frames as corrupt (damaged data it "
+                         f"concealed; frames.max_decode_errors={sampling.max_decode_errors})")
     return DecodedVideo(
         frames=frames,
         timestamps=times[selected] - start,
