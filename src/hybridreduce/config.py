@@ -56,9 +56,10 @@ def _accept_plugins(schema: dict) -> None:
     from .plugins import IN_LLM, PRE_LLM, plugin_names
 
     props = schema["properties"]
+    pre_llm = plugin_names(PRE_LLM)
     for enum in (props["redundancy"]["properties"]["methods"]["items"]["enum"],
                  props["inference"]["properties"]["pre_llm"]["items"]["enum"]):
-        enum += plugin_names(PRE_LLM)
+        enum += pre_llm
     props["inference"]["properties"]["methods"]["items"]["enum"] += plugin_names(IN_LLM)
 
 

@@ -294,23 +294,27 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
         adapter = TinyVLMAdapter.from_model(model, tokenizer)
     size = model.config.image_size
     pools: dict[int, tuple[Pool, Pool]] = {}  # frames per video -> (train, val), rendered once
-    steps, elapsed, seen = 0, 0.0, 0
-    for j, text_stage in enumerate(cfg.get("retrieval") or []):
-        # seeded apart from the video stages (seed + k), so adding text stages leaves their data order unchanged
-        for row in train_retrieval(adapter, text_stage, seed + 1000 + j):
-            yield {**row, "step": steps + row["step"], "elapsed_s": elapsed + row["elapsed_s"],
-                   "samples_seen": seen + row["samples_seen"], "num_frames": None}
-        steps, elapsed, seen = steps + text_stage["steps"], elapsed + row["elapsed_s"], seen + row["samples_seen"]
-    for k, stage in enumerate([cfg, *(cfg.get("stages") or [])]):
-        stage_cfg = cfg if k == 0 else {**cfg, **stage}
-        frames = stage_cfg.get("num_frames") or num_frames  # a curriculum may start on shorter clips
-        if frames not in pools:
-            pools[frames] = tuple(Pool(SyntheticSpec.for_split(synthetic_cfg, split, seed), count, frames, size)
-                                  for split, count in (("train", cfg["train_videos"]), ("val", cfg["val_videos"])))
-        for row in train(adapter, *pools[frames], stage_cfg, seed + k, reduction_cfg):
+
+    def stages():
+        """Each stage's log rows (its own counts), its steps and its frames per video (None: text only), in order."""
+        for j, text_stage in enumerate(cfg.get("retrieval") or []):
+            # seeded apart from the video stages (seed + k), so adding text stages leaves their data order unchanged
+            yield train_retrieval(adapter, text_stage, seed + 1000 + j), text_stage["steps"], None
+        for k, stage in enumerate([cfg, *(cfg.get("stages") or [])]):
+            stage_cfg = cfg if k == 0 else {**cfg, **stage}
+            frames = stage_cfg.get("num_frames") or num_frames  # a curriculum may start on shorter clips
+            if frames not in pools:
+                pools[frames] = tuple(
+                    Pool(SyntheticSpec.for_split(synthetic_cfg, split, seed), count, frames, size)
+                    for split, count in (("train", cfg["train_videos"]), ("val", cfg["val_videos"])))
+            yield train(adapter, *pools[frames], stage_cfg, seed + k, reduction_cfg), stage_cfg["steps"], frames
+
+    steps, elapsed, seen = 0, 0.0, 0  # counted on from stage to stage
+    for rows, stage_steps, frames in stages():
+        for row in rows:
             yield {**row, "step": steps + row["step"], "elapsed_s": elapsed + row["elapsed_s"],
                    "samples_seen": seen + row["samples_seen"], "num_frames": frames}
-        steps, elapsed, seen = steps + stage_cfg["steps"], elapsed + row["elapsed_s"], seen + row["samples_seen"]
+        steps, elapsed, seen = steps + stage_steps, elapsed + row["elapsed_s"], seen + row["samples_seen"]
     model.eval()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
