@@ -112,7 +112,7 @@ def tiny_config(study: str = "tiny", **overrides) -> dict:
                           "event_duration_s": 1.5},
         },
         "frames": {"sampling": "uniform", "num_frames": 8, "size": [56, 56]},
-        "redundancy": {"methods": ["evs", "random"], "q": [0.5, 0.75], "patch_size": 14, "embed_dim": 16},
+        "redundancy": {"methods": ["evs", "random"], "q": [0.5, 0.75]},
         "models": {
             "tiny_hybrid": {"kind": "tiny", "path": None, "image_size": 56, "patch_size": 14,
                             "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "hidden_size": 32},

@@ -9,8 +9,17 @@ from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import compute
 
 from hybridreduce.dataset import SyntheticSpec, generate_sample
 from hybridreduce.errors import ConfigError
-from hybridreduce.redundancy import REGISTRY, PatchEmbedder, TokenGrid, evs_retained_count, keep_mask
+from hybridreduce.redundancy import REGISTRY, TokenGrid, evs_retained_count, keep_mask
+from hybridreduce.redundancy.grid import patchify
 from hybridreduce.video import FrameSampling, decode_frames
+
+
+def patch_grid(frames: np.ndarray, patch_size: int, dim: int, seed: int = 0) -> TokenGrid:
+    """Tokens of decoded frames without a model: a fixed seeded linear patch embedding ``(x / 255 - 0.5) @ W``,
+    ``W ~ N(0, 1 / fan_in)``, with the raw patches for the pixel-space methods."""
+    pixels = patchify(frames, patch_size)
+    weight = torch.randn(pixels.shape[-1], dim, generator=torch.Generator().manual_seed(seed)) / pixels.shape[-1] ** 0.5
+    return TokenGrid(embeddings=(pixels / 255.0 - 0.5) @ weight, pixels=pixels)
 
 
 def reference_evs_mask(embeddings: torch.Tensor, q: float) -> torch.Tensor:
@@ -26,7 +35,7 @@ def decoded_grid(tmp_path_factory) -> TokenGrid:
     path = tmp_path_factory.mktemp("evs") / "video.mp4"
     generate_sample(SyntheticSpec(num_videos=1, duration_s=8, fps=4), 0, str(path))
     frames = decode_frames(str(path), FrameSampling(num_frames=16, size=(112, 112))).frames
-    return PatchEmbedder(patch_size=14, dim=32, seed=3)(frames)
+    return patch_grid(frames, 14, 32, seed=3)
 
 
 @pytest.mark.parametrize("q", [0.0, 0.3, 0.5, 0.75, 0.9, 0.99])
@@ -56,7 +65,7 @@ def test_evs_pixel_drops_static_patches_and_keeps_motion():
     frames = np.full((6, 56, 56, 3), 100, np.uint8)
     for t in range(6):  # a bright square moving right by one patch per frame along the top row of patches
         frames[t, 0:14, 14 * (t % 4) : 14 * (t % 4) + 14] = 250
-    grid = PatchEmbedder(patch_size=14, dim=8)(frames)
+    grid = patch_grid(frames, 14, 8)
     mask = keep_mask("evs_pixel", grid, 0.8)  # 70 of the 80 patch changes are static: at most 20% kept
     assert mask[0].all()
     for t in range(1, 6):
@@ -77,10 +86,10 @@ def test_evs_pixel_drops_the_q_quantile():
 def test_evs_pixel_drops_static_patches_even_when_most_are_static():
     frames = np.full((8, 56, 56, 3), 90, np.uint8)
     frames[4:, :14, :14] = 200  # one patch changes once; every other change is exactly 0
-    mask = keep_mask("evs_pixel", PatchEmbedder(patch_size=14, dim=4)(frames), 0.5)
+    mask = keep_mask("evs_pixel", patch_grid(frames, 14, 4), 0.5)
     assert mask[0].all()
     assert int(mask[1:].sum()) == 1 and bool(mask[4, 0, 0])
-    assert keep_mask("evs_pixel", PatchEmbedder(patch_size=14, dim=4)(frames), 0.0).all()
+    assert keep_mask("evs_pixel", patch_grid(frames, 14, 4), 0.0).all()
 
 
 def test_evs_pixel_refuses_tokens_without_pixels():

@@ -169,7 +169,7 @@ def _iso_config() -> dict:
     cfg = tiny_config("iso")
     cfg["dataset"] = {"source": "manifest", "manifest": "manifest.jsonl"}
     cfg["frames"] = ISO_FRAMES
-    cfg["redundancy"] = {"methods": ["uniform"], "q": [0.5], "patch_size": 14, "embed_dim": 16}
+    cfg["redundancy"] = {"methods": ["uniform"], "q": [0.5]}
     cfg["models"] = {"tiny_transformer": cfg["models"]["tiny_transformer"]}  # untrained: built in a second
     cfg["probing"] = {"enabled": False}
     cfg["inference"] = {"models": ["tiny_transformer"], "pre_llm": ["none"], "methods": ["none"], "budgets": [1.0],

@@ -29,8 +29,10 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
     assert rows(db, "SELECT count(*) FROM samples") == [(4,)]
     assert rows(db, "SELECT count(*), min(sampled_frames) FROM videos") == [(4, 8)]
     assert rows(db, "SELECT count(*) FROM frames") == [(32,)]
-    # 2 methods x 2 q x 4 samples; 8 frames of 4x4 tokens: EVS keeps max(16, int(128 * (1 - q)))
-    assert rows(db, "SELECT count(*) FROM visual_reduction") == [(16,)]
+    # 2 models x 2 methods x 2 q x 4 samples, on each model's own tokens; 8 frames of 4x4 tokens: EVS keeps
+    # max(16, int(128 * (1 - q)))
+    assert rows(db, "SELECT model, count(*) FROM visual_reduction GROUP BY ALL ORDER BY ALL") == [
+        ("tiny_hybrid", 16), ("tiny_transformer", 16)]
     assert rows(db, "SELECT DISTINCT q, tokens_total, tokens_kept FROM visual_reduction ORDER BY q") == [
         (0.5, 128, 64), (0.75, 128, 32)]
     assert rows(db, "SELECT count(*) FROM failures") == [(0,)]
@@ -92,7 +94,7 @@ def test_second_run_does_nothing(tiny_study):
 def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 2, "lmms_task": 1, "reduce_redundancy": 2,
+        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 2, "lmms_task": 1, "reduce_redundancy": 4,
         "report": 1, "synthesize_sample": 4, "probe": 2}
     assert not (tmp_path / "results").exists()
 
@@ -105,7 +107,8 @@ def test_changing_an_evs_parameter_reruns_only_downstream(tiny_study, tmp_path):
     cfg = tiny_config()
     cfg["redundancy"]["q"] = [0.5, 0.9]
     proc = run_snakemake(work, cfg, "-n")
-    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 2, "report": 1}
+    # every model's masks; no infer job applies them (pre_llm: none), so none reruns
+    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 4, "report": 1}
     run_snakemake(work, cfg)
     assert {p: p.stat().st_mtime_ns for p in frames} == before
     db = work / "results/tiny/study.duckdb"
@@ -118,7 +121,7 @@ def test_adding_a_method_runs_only_that_method(tiny_study, tmp_path):
     cfg = tiny_config()
     cfg["redundancy"]["methods"] = ["evs", "random", "uniform"]
     proc = run_snakemake(work, cfg, "-n")
-    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 1, "report": 1}
+    assert planned_jobs(proc.stdout) == {"all": 1, "collect": 1, "reduce_redundancy": 2, "report": 1}  # per model
 
 
 def test_growing_the_test_set_keeps_existing_videos_and_the_models(tiny_study, tmp_path):
@@ -292,3 +295,72 @@ def test_a_job_script_imports_no_torch_until_its_rule_needs_it():
     otherwise spend seconds importing torch and transformers)."""
     code = "import sys, hybridreduce.jobs; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+COUNT_OPENS = '''
+import os
+import av
+
+_open = av.open
+
+
+def _counting_open(file, mode="r", *args, **kwargs):
+    if mode == "r" and isinstance(file, str):
+        with open(os.environ["AV_OPEN_LOG"], "a") as f:
+            f.write(f"{os.getpid()} {os.path.abspath(file)}\\n")
+    return _open(file, mode, *args, **kwargs)
+
+
+av.open = _counting_open
+'''
+
+
+def test_infer_reads_the_extracted_frames_and_applies_the_redundancy_masks(tmp_path, monkeypatch):
+    """The DAG is the data flow: frame extraction is the only stage that decodes a video (once per video, however
+    many settings infer runs), and infer applies the masks the redundancy stage computed on its model's tokens."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(COUNT_OPENS)  # counts PyAV read-opens in every Python process
+    monkeypatch.setenv("PYTHONPATH", f"{hooks}:{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("AV_OPEN_LOG", str(tmp_path / "opens.log"))
+    work = tmp_path / "study"
+    work.mkdir()
+    cfg = tiny_config()
+    for model in cfg["models"].values():
+        model["training"] = None  # seeded random models: this test is about the data flow, not accuracy
+    cfg["probing"]["enabled"] = False
+    cfg["inference"].update(pre_llm=["none", "evs"], methods=["none", "hybrid_progressive", "fastv"])
+    dag = run_snakemake(work, cfg, "--dag").stdout
+    labels = dict(re.findall(r'(\d+)\[label = "([a-z_]+)', dag))
+    edges = {(labels[a], labels[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dag)}
+    assert {("extract_frames", "infer"), ("reduce_redundancy", "infer"), ("extract_frames", "reduce_redundancy"),
+            ("build_model", "reduce_redundancy")} <= edges
+    run_snakemake(work, cfg)
+
+    opened = [line.split() for line in (tmp_path / "opens.log").read_text().splitlines()]
+    videos = sorted((work / "results/tiny/dataset/videos").glob("*.mp4"))
+    assert sorted({path for _, path in opened}) == [str(v) for v in videos]
+    for video in videos:  # one process (its extract_frames job) decoded it, once
+        assert len({pid for pid, path in opened if path == str(video)}) == 1
+    db = work / "results/tiny/study.duckdb"
+    # several settings per model and pre-LLM method answered every sample from those frames
+    assert rows(db, "SELECT model, pre_method, count(DISTINCT (method, budget)), count(DISTINCT sample_id) "
+                    "FROM inference GROUP BY ALL ORDER BY ALL") == [
+        ("tiny_hybrid", "evs", 2, 4), ("tiny_hybrid", "none", 3, 4),  # after EVS: the default's with_pre_llm
+        ("tiny_transformer", "evs", 2, 4), ("tiny_transformer", "none", 3, 4)]
+    # the tokens entering the LLM after EVS are exactly those the redundancy stage kept for that model and sample
+    assert rows(db, """SELECT count(*), bool_and(i.vision_tokens_in = r.tokens_kept) FROM inference i
+                       JOIN visual_reduction r ON r.model = i.model AND r.sample_id = i.sample_id
+                       AND r.method = i.pre_method AND r.q = i.pre_q""") == [(2 * 2 * 4, True)]
+
+    # what a change reruns: frame sampling reruns extraction, the masks and inference, not the data or the models
+    more_frames = json.loads(json.dumps(cfg))
+    more_frames["frames"]["num_frames"] = 12
+    jobs = planned_jobs(run_snakemake(work, more_frames, "-n").stdout)
+    assert jobs["extract_frames"] == 4 and jobs["reduce_redundancy"] == 4 and jobs["infer"] == 4
+    assert "synthesize_sample" not in jobs and "build_model" not in jobs
+    # the pruning rates rerun the masks and the infer jobs that apply them, not the unreduced ones
+    rates = json.loads(json.dumps(cfg))
+    rates["redundancy"]["q"] = [0.5, 0.9]
+    jobs = planned_jobs(run_snakemake(work, rates, "-n").stdout)
+    assert jobs == {"reduce_redundancy": 4, "infer": 2, "collect": 1, "report": 1, "all": 1}

@@ -79,7 +79,23 @@ def validate_config(config: dict, schema_path: str) -> dict:
     # Fill the schema's defaults (what snakemake.utils.validate does, on the schema with the plugins' names).
     for error in _DefaultFilling(schema).iter_errors(config):  # not expected after the check above
         raise ConfigError(f"invalid config: {_explain(error)}")
+    _check_pre_llm(config)
     return config
+
+
+def _check_pre_llm(config: dict) -> None:
+    """Inference applies the redundancy stage's masks: its pre-LLM methods and rate must be ones that stage makes."""
+    inference, redundancy = config.get("inference") or {}, config.get("redundancy") or {}
+    missing = [m for m in inference.get("pre_llm", []) if m != "none" and m not in redundancy.get("methods", [])]
+    if missing:
+        raise ConfigError(f"inference.pre_llm: {', '.join(missing)} not in redundancy.methods "
+                          f"({', '.join(redundancy.get('methods', []))}); the infer jobs apply the masks that the "
+                          "redundancy stage computes, so add them there")
+    uses_pre = any(m != "none" for m in inference.get("pre_llm", []))
+    if uses_pre and inference.get("pre_llm_q") not in redundancy.get("q", []):
+        raise ConfigError(f"inference.pre_llm_q: {inference.get('pre_llm_q')} is not one of redundancy.q "
+                          f"({', '.join(map(str, redundancy.get('q', [])))}); the infer jobs apply the redundancy "
+                          "stage's masks at this rate")
 
 
 def merge_config(base: dict, override: dict) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import replace
 from functools import lru_cache, partial
 
@@ -22,11 +23,15 @@ from .errors import ConfigError
 from .models import layer_pattern, load_adapter
 from .reduction.engine import prefill
 from .reduction.methods import plan
-from .redundancy import reduce_grid
+from .redundancy import apply_masks, reduce_grid
 from .scoring.flops import prefill_flops
 from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
 
 _baseline_s: dict[tuple, float] = {}  # unreduced prefill time per model, device, pre-LLM input and sample
+# Vision tokens per (model, device, sample) with the time their encoding took: every setting of an infer job
+# answers the same samples, and the encoder does not depend on the setting, so each sample is encoded once per job.
+VISION_CACHE_BYTES = 1 << 30
+_vision: OrderedDict[tuple, tuple] = OrderedDict()
 
 
 @lru_cache(maxsize=1)
@@ -59,7 +64,10 @@ class SettingRunner:
     """Answers samples under one setting and returns the ``inference`` / ``latency`` / ``failures`` rows."""
 
     def __init__(self, model_name: str, model_cfg: dict, pre: str, pre_q: float, method: str, budget: float,
-                 reduction_cfg: dict, run_cfg: dict, seed: int):
+                 reduction_cfg: dict, run_cfg: dict, seed: int, pre_masks: str | None = None):
+        """``pre_masks``: the redundancy stage's masks of this model and pre-LLM method (an npz of
+        :func:`~.redundancy.mask_arrays` per ``<sample>/q=<q>/``), which the setting applies; without it (the
+        plugin used on its own) the pre-LLM method runs here."""
         self.device = torch.device(run_cfg.get("device", "cpu"))
         self.adapter = _shared_adapter(model_name, json.dumps(model_cfg, sort_keys=True), str(self.device))
         self.model_name, self.model_path = model_name, model_cfg.get("path") or ""
@@ -68,6 +76,46 @@ class SettingRunner:
         self.pattern = layer_pattern(self.adapter.stack.layer_types)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.answered = 0  # samples answered so far: the first run_cfg["latency_samples"] are timed
+        self.masks = None  # sample id -> its arrays at pre_q (read into memory: lmms-eval pickles the model)
+        if pre != "none" and pre_masks:
+            with np.load(pre_masks) as data:
+                rates = sorted({k.split("/")[-2] for k in data.files})
+                if data.files and f"q={pre_q}" not in rates:
+                    raise ConfigError(f"{pre_masks}: no {pre} masks at pre_llm_q {pre_q} (it has {', '.join(rates)})"
+                                      ": inference.pre_llm_q must be one of redundancy.q")
+                self.masks = {}
+                for key in data.files:
+                    sample_id, rate, name = key.rsplit("/", 2)
+                    if rate == f"q={pre_q}":
+                        self.masks.setdefault(sample_id, {})[name] = data[key]
+
+    def _encode(self, sample_id: str, frames: np.ndarray, timestamps: np.ndarray | None):
+        """The sample's vision token grid and the seconds its encoding took (cached per job, see ``_vision``)."""
+        key = (self.model_name, str(self.device), sample_id, frames.shape, timestamps.tobytes()
+               if timestamps is not None else None)
+        if key in _vision:
+            _vision.move_to_end(key)
+            return _vision[key]
+        t0 = time.perf_counter()
+        grid = self.adapter.encode_video(frames, timestamps)
+        _vision[key] = grid, time.perf_counter() - t0
+        while sum(g.embeddings.nbytes for g, _ in _vision.values()) > VISION_CACHE_BYTES and len(_vision) > 1:
+            _vision.popitem(last=False)
+        return _vision[key]
+
+    def _pre_llm(self, sample_id: str, grid):
+        """The grid the pre-LLM method leaves, its keep mask (None: all kept) and the method's time."""
+        if self.pre == "none":
+            return grid, None, 0.0
+        if self.masks is not None:
+            if sample_id not in self.masks:
+                raise ConfigError(f"no pre-LLM mask for sample {sample_id} ({self.pre}, q {self.pre_q}) in the "
+                                  "redundancy stage's output")
+            return apply_masks(grid, self.masks[sample_id])
+        t0 = time.perf_counter()
+        seed = zlib.crc32(f"{self.seed}:{sample_id}".encode())
+        grid, keep = reduce_grid(self.pre, grid, self.pre_q, seed=seed)
+        return grid, keep, time.perf_counter() - t0
 
     @property
     def setting(self) -> str:
@@ -90,15 +138,9 @@ class SettingRunner:
         key = dict(model=self.model_name, pre_method=self.pre, method=self.method, budget=self.budget,
                    sample_id=sample_id)
         reset_peak_memory(device)
-        t0 = time.perf_counter()
-        grid = adapter.encode_video(frames, timestamps)
-        vision_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        seed = zlib.crc32(f"{self.seed}:{sample_id}".encode())
-        keep = None
-        if self.pre != "none":  # a merging method also replaces the kept tokens by the merged ones
-            grid, keep = reduce_grid(self.pre, grid, self.pre_q, seed=seed)
-        pre_s = time.perf_counter() - t0
+        grid, vision_s = self._encode(sample_id, frames, timestamps)
+        # a merging method also replaces the kept tokens by the merged ones
+        grid, keep, pre_s = self._pre_llm(sample_id, grid)
         prompt = adapter.build_prompt(grid, keep, question, options)
         unknown = adapter.unknown_share(question, options)
         if unknown > UNREADABLE_SHARE:

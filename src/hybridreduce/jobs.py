@@ -16,7 +16,7 @@ import numpy as np
 from .dataset import Sample, SyntheticSpec, generate_sample
 from .errors import VideoError, is_out_of_memory
 from .store import JobResult, atomic_write, collect, read_result
-from .video import FrameSampling, decode_frames
+from .video import FrameSampling, decode_frames, read_extracted
 
 
 def synthesize_sample(input, output, params, wildcards) -> None:
@@ -73,33 +73,32 @@ def extract_frames(input, output, params, wildcards) -> None:
 
 
 def reduce_redundancy(input, output, params, wildcards) -> None:
-    """Masks of one pre-LLM method at every pruning rate ``q`` for every sample (one job per method: the work per
-    sample is milliseconds, the process start is not). Masks go to one npz with ``<sample>/q=<q>`` keys."""
-    from .redundancy import PatchEmbedder, keep_mask  # imports torch: only the jobs that need it pay for it
+    """Masks of one pre-LLM method at every pruning rate ``q`` for every sample, on the vision tokens of one model
+    (its encoder and projector; one job per model and method). Infer jobs apply exactly these masks. Keys of the
+    npz, per sample and rate: ``<sample>/q=<q>/keep`` ``(T, h, w)`` bool, ``<sample>/q=<q>/time_s`` (the method's
+    wall time), and for merging methods ``<sample>/q=<q>/merged`` ``(kept, D)``: the tokens that replace the kept
+    ones."""
+    import torch  # only the jobs that need it pay for the import
+
+    from .models import load_adapter
+    from .redundancy import mask_arrays
 
     method, cfg = wildcards.method, params.redundancy
-    result = JobResult(rule="reduce_redundancy", params={"method": method, **cfg})
-    embedder = PatchEmbedder(cfg["patch_size"], cfg["embed_dim"], seed=params.seed)
+    torch.set_num_threads(params.threads)  # the infer jobs' threads: the same encodings, bit for bit
+    result = JobResult(rule="reduce_redundancy", params={"model": wildcards.model, "method": method, **cfg})
+    adapter = load_adapter(wildcards.model, params.model, device=params.device)
     masks = {}
-    for frames_path, sample_path in zip(input.frames, input.samples):
+    for frames_path, sample_path in zip(input.frames, input.samples, strict=True):
         sample_id = read_result(sample_path)["tables"]["samples"][0]["sample_id"]
-        with np.load(frames_path) as data:
-            frames = data["frames"]
+        frames, timestamps = read_extracted(frames_path)
         if not len(frames):  # extraction failed: already recorded in `failures`
             continue
-        grid = embedder(frames)
-        t, h, w = grid.shape
+        grid = adapter.encode_video(frames, timestamps)
         seed = zlib.crc32(f"{params.seed}:{sample_id}".encode())
         for q in cfg["q"]:
-            t0 = time.perf_counter()
-            mask = keep_mask(method, grid, q, seed=seed)
-            time_ms = (time.perf_counter() - t0) * 1e3
-            masks[f"{sample_id}/q={q}"] = mask.numpy()
-            kept = int(mask.sum())
-            result.add("visual_reduction", {
-                "sample_id": sample_id, "method": method, "q": float(q), "frames": t, "grid_h": h, "grid_w": w,
-                "tokens_total": t * h * w, "tokens_kept": kept, "kept_fraction": kept / (t * h * w),
-                "kept_per_frame": mask.sum(dim=(1, 2)).tolist(), "time_ms": time_ms})
+            arrays, row = mask_arrays(method, grid, q, seed=seed)
+            masks.update({f"{sample_id}/q={q}/{k}": v for k, v in arrays.items()})
+            result.add("visual_reduction", {"sample_id": sample_id, "model": wildcards.model, **row})
     _save_npz(output.masks, **masks)
     result.write(output.result)
 
@@ -168,8 +167,11 @@ def infer(input, output, params, wildcards) -> None:
     print(f"offline: {flags}; as the libraries read them: "
           + ", ".join(f"{lib} offline={on}" for lib, on in offline_state().items()), flush=True)
 
+    # frames as frame extraction saved them, pre-LLM masks as the redundancy stage computed them on this model
     setting = {"model_name": wildcards.model, "model": params.model, "frames": params.frames,
-               "reduction": params.reduction, "run": params.run, "seed": params.seed}
+               "reduction": params.reduction, "run": params.run, "seed": params.seed,
+               "frames_dir": os.path.abspath(params.frames_dir),
+               "pre_masks": os.path.abspath(input.masks[0]) if input.masks else None}
     result = JobResult(rule="infer", params={**setting, "pre": wildcards.pre, "settings": params.settings,
                                             "scoring": scoring})
     try:

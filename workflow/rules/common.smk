@@ -27,6 +27,8 @@ SETTINGS = inference_settings(config)
 INFERENCE_RESULT = f"{RESULTS}/inference/{{model}}/{{pre}}/{{method}}/b{{budget}}.json"
 # (model, pre-LLM method) of every inference job with inference.job_per: model
 INFER_JOBS = list(dict.fromkeys((model, pre) for model, pre, _, _ in SETTINGS))
+# models whose vision tokens the pre-LLM methods run on (every model of the inference stage)
+INFER_MODELS = list(dict.fromkeys(model for model, _, _, _ in SETTINGS))
 
 
 # --- resources ---------------------------------------------------------------------------------------------------
@@ -34,6 +36,16 @@ def job_size(rule, resource):
     # cluster job size of `rule` (config resources.<rule>.<resource>: mem_mb or runtime in minutes) for the first
     # attempt; the slurm profile retries a failed job with attempt x this
     return lambda wildcards, attempt: attempt * config["resources"][rule][resource]
+
+
+# The jobs that run a model (reduce_redundancy, infer) on the inference device, with the software it needs: cuda
+# jobs take a GPU and the GPU environment (mamba-ssm kernels) under --software-deployment-method conda.
+ON_GPU = config["inference"]["device"].startswith("cuda")
+MODEL_ENV = "../../envs/gpu.yaml" if ON_GPU else "../../envs/cpu.yaml"
+
+
+def uses_gpu(wildcards):
+    return 1 if ON_GPU else 0
 
 
 # --- frames ------------------------------------------------------------------------------------------------------
@@ -68,6 +80,21 @@ def infer_run_dirs(wildcards):
     return [f"{base}/{method}/b{budget}" for method, budget in infer_settings(wildcards)]
 
 
+def model_setting(wildcards):
+    # the model's config with the checkpoint folder it is loaded from
+    return {**config["models"][wildcards.model], "path": MODEL_PATHS[wildcards.model]}
+
+
+def frames_input(wildcards):
+    # every sample's extracted frames: the infer and redundancy jobs read these, never the videos
+    return expand(f"{RESULTS}/frames/{{sample}}.npz", sample=SAMPLES)
+
+
+def redundancy_input(wildcards):
+    # the pre-LLM masks that an infer job applies: its model's, of its pre-LLM method
+    return [] if wildcards.pre == "none" else [f"{RESULTS}/redundancy/{wildcards.model}/{wildcards.pre}.npz"]
+
+
 def model_input(wildcards):
     # Only workflow-built models are inputs; a real checkpoint's path is checked at start-up (Snakefile onstart).
     return [] if config["models"][wildcards.model].get("path") else [MODEL_PATHS[wildcards.model]]
@@ -89,7 +116,7 @@ def probed_models():
 def result_files(wildcards):
     files = [f"{RESULTS}/dataset/samples/{s}.json" for s in SAMPLES]
     files += [f"{RESULTS}/frames/{s}.json" for s in SAMPLES]
-    files += [f"{RESULTS}/redundancy/{m}.json" for m in config["redundancy"]["methods"]]
+    files += [f"{RESULTS}/redundancy/{m}/{meth}.json" for m in INFER_MODELS for meth in config["redundancy"]["methods"]]
     if config["inference"]["job_per"] == "setting":
         files += [INFERENCE_RESULT.format(model=m, pre=p, method=meth, budget=b) for m, p, meth, b in SETTINGS]
     else:

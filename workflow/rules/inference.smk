@@ -26,6 +26,8 @@ rule infer:
     input:
         model=model_input,
         task=local_task_input,
+        frames=frames_input,
+        masks=redundancy_input,
     output:
         # the job's result file (every setting's rows)
         result=INFER_RESULT,
@@ -33,7 +35,8 @@ rule infer:
     params:
         settings=infer_settings,
         run_dirs=infer_run_dirs,
-        model=lambda wildcards: {**config["models"][wildcards.model], "path": MODEL_PATHS[wildcards.model]},
+        model=model_setting,
+        frames_dir=f"{RESULTS}/frames",
         run={k: v for k, v in config["inference"].items()
              if k not in ("models", "pre_llm", "methods", "budgets", "job_per", "with_pre_llm", "model_methods")},
         frames=config["frames"],
@@ -50,8 +53,8 @@ rule infer:
         mem_mb=job_size("infer", "mem_mb"),
         runtime=job_size("infer", "runtime"),
         cpus_per_task=lambda wildcards, threads: threads,
-        gpu=lambda wildcards: 1 if config["inference"].get("device", "cpu").startswith("cuda") else 0,
+        gpu=uses_gpu,
     conda:
-        "../../envs/cpu.yaml"
+        MODEL_ENV
     script:
         "../scripts/job.py"

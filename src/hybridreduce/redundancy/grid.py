@@ -1,8 +1,5 @@
-"""The model-agnostic input of every pre-LLM method: a ``T x h x w`` grid of visual tokens.
-
-Until a model's vision encoder + projector provides the embeddings, :class:`PatchEmbedder` makes them with a
-fixed (seeded) linear patch embedding, so the stage runs on real decoded frames.
-"""
+"""The model-agnostic input of every pre-LLM method: a ``T x h x w`` grid of visual tokens, as a model's vision
+encoder and projector give them (``VLMAdapter.encode_video``)."""
 
 from __future__ import annotations
 
@@ -42,17 +39,3 @@ def patchify(frames: np.ndarray, patch_size: int) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(frames[:, : h * patch_size, : w * patch_size])).float()
     x = x.reshape(t, h, patch_size, w, patch_size, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(t, h, w, patch_size * patch_size * c)
-
-
-class PatchEmbedder:
-    """A fixed linear patch embedding: ``(x / 255 - 0.5) @ W`` with ``W ~ N(0, 1 / fan_in)`` drawn from ``seed``."""
-
-    def __init__(self, patch_size: int, dim: int, seed: int = 0):
-        self.patch_size = patch_size
-        gen = torch.Generator().manual_seed(seed)
-        fan_in = patch_size * patch_size * 3
-        self.weight = torch.randn(fan_in, dim, generator=gen) / fan_in**0.5
-
-    def __call__(self, frames: np.ndarray) -> TokenGrid:
-        pixels = patchify(frames, self.patch_size)
-        return TokenGrid(embeddings=(pixels / 255.0 - 0.5) @ self.weight, pixels=pixels)

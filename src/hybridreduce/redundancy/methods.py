@@ -10,9 +10,11 @@ applied by the caller, which must keep the full video's position ids.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -160,3 +162,36 @@ def reduce_grid(method: str, grid: TokenGrid, q: float, seed: int = 0) -> tuple[
 def keep_mask(method: str, grid: TokenGrid, q: float, seed: int = 0) -> torch.Tensor:
     """``(T, h, w)`` bool mask of the tokens ``method`` keeps at pruning rate ``q``."""
     return reduce_grid(method, grid, q, seed)[1]
+
+
+def mask_arrays(method: str, grid: TokenGrid, q: float, seed: int = 0) -> tuple[dict, dict]:
+    """What the redundancy stage stores for one sample and rate: arrays ``keep`` ``(T, h, w)`` bool, ``time_s``
+    (wall time of the method) and, for a merging method, ``merged`` ``(kept, d)`` (the tokens that replace the
+    kept ones), and the ``visual_reduction`` row. :func:`apply_masks` gives the grid back to inference."""
+    t0 = time.perf_counter()
+    reduced, keep = reduce_grid(method, grid, q, seed)
+    time_s = time.perf_counter() - t0
+    keep = keep.cpu()
+    arrays = {"keep": keep.numpy(), "time_s": np.float64(time_s)}
+    if reduced is not grid:
+        arrays["merged"] = reduced.embeddings[keep.to(reduced.embeddings.device)].float().cpu().numpy()
+    t, h, w = grid.shape
+    kept = int(keep.sum())
+    row = {"method": method, "q": float(q), "frames": t, "grid_h": h, "grid_w": w, "tokens_total": t * h * w,
+           "tokens_kept": kept, "kept_fraction": kept / (t * h * w), "kept_per_frame": keep.sum(dim=(1, 2)).tolist(),
+           "time_ms": time_s * 1e3}
+    return arrays, row
+
+
+def apply_masks(grid: TokenGrid, arrays) -> tuple[TokenGrid, torch.Tensor, float]:
+    """The reduced grid, its keep mask and the method's stored time from one sample's :func:`mask_arrays`
+    (``arrays``: that mapping, or an npz's entries of one sample and rate without their key prefix)."""
+    keep = torch.from_numpy(np.asarray(arrays["keep"], dtype=bool))
+    if tuple(keep.shape) != grid.shape:
+        raise ConfigError(f"pre-LLM mask of shape {tuple(keep.shape)} does not fit the vision token grid "
+                          f"{grid.shape}: the masks come from other frames or another model")
+    if "merged" in arrays:
+        embeddings = grid.embeddings.clone()
+        embeddings[keep.to(embeddings.device)] = torch.from_numpy(np.asarray(arrays["merged"])).to(embeddings)
+        grid = replace(grid, embeddings=embeddings)
+    return grid, keep, float(arrays["time_s"])

@@ -70,29 +70,30 @@ def draw(fig: Figure, rows: list[dict]) -> str | None:
 FIGURES = [
     Figure(
         "kept", "Kept visual tokens per pre-LLM method and pruning rate", "Data",
-        "Mean kept fraction of the visual tokens per method and pruning rate q. random and uniform keep EVS's token "
+        "Mean kept fraction of the visual tokens per method and pruning rate q, on each model's own vision tokens "
+        "(one panel per model: these masks are the ones its infer jobs apply). random and uniform keep EVS's token "
         "count by construction, so their lines lie on the evs line; they differ in which tokens they keep.",
         """
-SELECT method AS series, q AS x, round(avg(kept_fraction), 4) AS y, count(*) AS samples,
+SELECT model AS panel, method AS series, q AS x, round(avg(kept_fraction), 4) AS y, count(*) AS samples,
        round(avg(tokens_total), 1) AS tokens_total, round(avg(tokens_kept), 1) AS tokens_kept,
        round(min(kept_fraction), 4) AS min_kept, round(max(kept_fraction), 4) AS max_kept,
        round(avg(time_ms), 2) AS time_ms
-FROM visual_reduction GROUP BY method, q ORDER BY method, q""",
+FROM visual_reduction GROUP BY model, method, q ORDER BY model, method, q""",
         xlabel="q (pruning rate)", ylabel="kept fraction"),
     Figure(
         "evs_motion", "Pre-LLM kept fraction vs scene motion", "Data",
         "Fraction of a frame's visual tokens each pre-LLM method keeps against the frame's motion (mean absolute "
         "RGB difference to the previous extracted frame, from the frames table), per pruning rate q. Frames (all "
         "but the first, which EVS always keeps and which has no motion) are pooled over samples into six motion "
-        "bins per method. Per "
+        "bins per model and method. Per "
         "sample the kept fraction is fixed by q (EVS keeps a global top-k count), so the per-frame view is the one "
         "that shows where EVS spends its tokens; the random and uniform controls do not look at motion.",
         """
 WITH per_frame AS (
-    SELECT r.method, r.q, f.motion, r.kept_per_frame[f.frame_index + 1] / (r.grid_h * r.grid_w) AS kept
+    SELECT r.model, r.method, r.q, f.motion, r.kept_per_frame[f.frame_index + 1] / (r.grid_h * r.grid_w) AS kept
     FROM visual_reduction r JOIN frames f ON f.sample_id = r.sample_id AND f.frame_index BETWEEN 1 AND r.frames - 1),
-binned AS (SELECT *, ntile(6) OVER (PARTITION BY method, q ORDER BY motion) AS bin FROM per_frame)
-SELECT 'q = ' || q AS panel, method AS series, bin, round(avg(motion), 3) AS x, round(avg(kept), 4) AS y,
+binned AS (SELECT *, ntile(6) OVER (PARTITION BY model, method, q ORDER BY motion) AS bin FROM per_frame)
+SELECT model || ' · q = ' || q AS panel, method AS series, bin, round(avg(motion), 3) AS x, round(avg(kept), 4) AS y,
        count(*) AS frames, round(min(motion), 3) AS motion_min, round(max(motion), 3) AS motion_max
 FROM binned GROUP BY ALL ORDER BY panel, series, bin""",
         xlabel="frame motion (mean |ΔRGB|)", ylabel="kept fraction of the frame"),

@@ -7,10 +7,13 @@ Model args (all optional but ``model`` or ``config``):
 - ``method`` / ``budget``: in-LLM method and token budget; ``pre`` / ``pre_q``: pre-LLM method and pruning rate;
 - ``num_frames``, ``frame_size``: frame extraction (uniform sampling, square frames);
 - ``config``: a JSON file with the workflow's full setting (``model_name``, ``model``, ``frames``, ``reduction``,
-  ``run``, ``seed``), which the other args override;
+  ``run``, ``seed``, and from the workflow ``frames_dir`` and ``pre_masks``), which the other args override;
 - ``record``: a JSONL file that receives the ``inference`` / ``latency`` / ``failures`` rows of every request.
 
-Videos are decoded with the workflow's own extractor (PyAV), never lmms-eval's or decord. The answer is the
+In the workflow, a document's frames are the ones frame extraction saved (``frames_dir/<sample_id>.npz``) and the
+pre-LLM masks the redundancy stage computed on this model's tokens (``pre_masks``): infer decodes no video. On its
+own, the plugin decodes with the workflow's own extractor (PyAV), never lmms-eval's or decord, and runs the pre-LLM
+method itself. The answer is the
 greedy choice among the option letters parsed from the task's prompt, returned as that letter.
 """
 
@@ -34,6 +37,8 @@ DEFAULTS = {
     "reduction": {},  # reduction.methods.DEFAULTS fill what a config leaves out
     "run": {"device": "cpu", "warmup": 1, "repeats": 3},
     "seed": 0,
+    "frames_dir": None,  # the workflow's extracted frames, per sample id (None: decode the document's video)
+    "pre_masks": None,  # the redundancy stage's masks of this model and pre-LLM method (None: compute them here)
 }
 # the model args the plugin takes, and what lmms-eval itself adds to every model's (from its --batch_size etc.)
 MODEL_ARGS = {"model", "kind", "method", "budget", "pre", "pre_q", "num_frames", "frame_size", "config", "record",
@@ -131,7 +136,9 @@ class HybridReduceLMM(lmms):
             torch.set_num_threads(int(setting["run"]["threads"]))
         self.sampling = FrameSampling.from_config(setting["frames"])
         self.runner = SettingRunner(setting["model_name"], setting["model"], pre, float(pre_q), method,
-                                    float(budget), setting["reduction"], setting["run"], int(setting["seed"]))
+                                    float(budget), setting["reduction"], setting["run"], int(setting["seed"]),
+                                    pre_masks=setting["pre_masks"])
+        self.frames_dir = setting["frames_dir"]
         self.record_path = record
         if record:
             os.makedirs(os.path.dirname(os.path.abspath(record)), exist_ok=True)
@@ -158,6 +165,8 @@ class HybridReduceLMM(lmms):
         own ``clean`` spends about 1 s per setting in two full garbage collections (measured)."""
 
     def _answer(self, context: str, doc_to_visual, doc_id: int, task: str, split: str) -> str:
+        from ..video import read_extracted
+
         doc = self.task_dict[task][split][doc_id]
         sample_id = str(doc.get("sample_id") or f"{task}/{doc_id}")
         visuals = [v for v in doc_to_visual(doc) if isinstance(v, str)]
@@ -168,12 +177,19 @@ class HybridReduceLMM(lmms):
         height, width = self.sampling.size
         step = f"decoding {visuals[0]} to {width}x{height} frames"
         try:
-            video = decoded_frames(visuals[0], self.sampling)
+            if self.frames_dir and doc.get("sample_id"):  # the workflow: frame extraction decoded it already
+                step = f"reading the extracted frames of {sample_id}"
+                frames, timestamps = read_extracted(os.path.join(self.frames_dir, f"{sample_id}.npz"))
+            else:
+                video = decoded_frames(visuals[0], self.sampling)
+                frames, timestamps = video.frames, video.timestamps
+            if not len(frames):
+                raise VideoError("zero_frames", visuals[0], "frame extraction kept no frames of this video")
             question, options = split_choices(context)
-            step = f"answering from {len(video.frames)} frames of {width}x{height}"
+            step = f"answering from {len(frames)} frames of {width}x{height}"
             events = json.loads(doc.get("events") or "[]")  # the local task's ground truth (synthetic samples)
-            predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), video.frames, question,
-                                                 options, events=events, timestamps=video.timestamps)
+            predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question,
+                                                 options, events=events, timestamps=timestamps)
         except VideoError as e:
             self._record([self.runner.failure(sample_id, e.kind, e.reason, e.path)], task, doc_id)
             return ""

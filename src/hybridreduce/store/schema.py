@@ -51,6 +51,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
     ],
     "visual_reduction": [
         ("sample_id", "VARCHAR", "sample"),
+        ("model", "VARCHAR", "model whose vision tokens the method ran on (the masks its infer jobs apply)"),
         ("method", "VARCHAR", "pre-LLM method (registry name)"),
         ("q", "DOUBLE", "pruning rate asked for"),
         ("frames", "INTEGER", "T"),

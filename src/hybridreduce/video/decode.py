@@ -287,3 +287,13 @@ def decode_frames(path: str, sampling: FrameSampling) -> DecodedVideo:
         source_width=src_w,
         source_height=src_h,
     )
+
+
+def read_extracted(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``(T, H, W, 3)`` uint8 and their timestamps ``(T,)`` seconds as frame extraction saved them
+    (``results/<study>/frames/<sample>.npz``; 0 frames when the video could not be used)."""
+    try:
+        with np.load(path) as data:
+            return data["frames"], data["timestamps"]
+    except FileNotFoundError:
+        raise VideoError("missing", path, "no extracted frames here: frame extraction has not run for this sample") from None
