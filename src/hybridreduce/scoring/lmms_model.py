@@ -24,7 +24,6 @@ import os
 import re
 from collections import OrderedDict
 
-import numpy as np
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
