@@ -134,3 +134,23 @@ def test_decoded_frames_are_kept_per_process_and_redecoded_when_the_file_changes
     again = decoded_frames(path, sampling)
     assert again is not first and np.array_equal(again.frames, decode_frames(path, sampling).frames)
     assert not np.array_equal(again.frames, first.frames)
+
+
+def test_a_corrupt_video_through_the_cli_is_a_warning_with_its_document_and_a_wrong_answer(local_study, tmp_path):
+    root, samples = local_study
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8)  # an mp4 header, then garbage
+    rows = [dict(samples[0]), {**samples[1], "video_path": str(broken)}]
+    write_local_task(rows, str(tmp_path / "task"))
+    out = tmp_path / "out"
+    cmd = lmms_eval_command(["hybridreduce_local"], {"model": root / "model", "num_frames": 8, "frame_size": 56},
+                            str(out), include_path=str(tmp_path / "task"))  # no record file: the CLI alone
+    proc = subprocess.run(cmd, env=lmms_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert f"document 1 ({samples[1]['sample_id']}): the video could not be used (" in log
+    assert str(broken) in log and "1 of 2 documents had a video that could not be used" in log
+    results = json.loads(next(out.rglob("*_results.json")).read_text())
+    per_doc = [json.loads(line) for line in next(out.rglob("*_samples_hybridreduce_local.jsonl")).open()]
+    assert results["n-samples"]["hybridreduce_local"]["effective"] == 2  # counted, not skipped
+    assert [d["accuracy"] for d in per_doc if d["doc_id"] == 1] == [0.0]

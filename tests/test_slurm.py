@@ -1,6 +1,6 @@
 """SLURM execution (workflow/profiles/slurm, snakemake-executor-plugin-slurm): a small study through a real
 one-node SLURM cluster on this machine (tests/slurm/cluster.sh) gives the same database as a local run; the
-profile's dry run of the paper study asks for GPUs on the GPU rule only."""
+profile's dry run of the paper study asks for GPUs on the GPU rules only."""
 
 from __future__ import annotations
 
@@ -58,25 +58,27 @@ def profile_dry_run(workdir: Path, *args: str) -> str:
     return proc.stdout
 
 
-def test_slurm_profile_dry_run_asks_for_gpus_on_the_gpu_rule_only(tmp_path):
+def test_slurm_profile_dry_run_asks_for_gpus_on_the_gpu_rules_only(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     # no cluster and no checkpoints needed: a dry run only plans
     out = profile_dry_run(tmp_path, "--configfile", str(REPO / "config/paper.yaml"))
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     jobs = dry_run_jobs(out)
-    infer = [j for j in jobs if j["rule"] == "infer"]
-    assert infer
-    for job in infer:  # device: cuda; CPUs from inference.threads, memory and time from the resources block
+    # the rules that run a model on cuda: infer, and the pre-LLM methods on each model's vision tokens
+    on_model = [j for j in jobs if j["rule"] in ("infer", "reduce_redundancy")]
+    assert {j["rule"] for j in on_model} == {"infer", "reduce_redundancy"}
+    for job in on_model:  # device: cuda; CPUs from inference.threads, memory and time from the resources block
         assert job["resources"]["gpu"] == "1", job
         assert job["resources"]["cpus_per_task"] == str(paper["inference"]["threads"]), job
-        assert job["resources"]["mem_mb"] == str(paper["resources"]["infer"]["mem_mb"]), job
-        assert job["resources"]["runtime"] == str(paper["resources"]["infer"]["runtime"]), job
-    others = [j for j in jobs if j["rule"] != "infer"]
-    assert {"synthesize_sample", "extract_frames", "reduce_redundancy"} <= {j["rule"] for j in others}
+        assert job["resources"]["mem_mb"] == str(paper["resources"][job["rule"]]["mem_mb"]), job
+        assert job["resources"]["runtime"] == str(paper["resources"][job["rule"]]["runtime"]), job
+    others = [j for j in jobs if j["rule"] not in ("infer", "reduce_redundancy")]
+    assert {"synthesize_sample", "extract_frames"} <= {j["rule"] for j in others}
     assert all(j["resources"].get("gpu", "0") == "0" for j in others)
-    # small CPU jobs are bundled: the videos in groups of 16 (workflow profile), every redundancy method in one job
+    # small jobs are bundled: the videos in groups of 16, the redundancy jobs (model x method) in groups of 8
     groups = -(-paper["dataset"]["synthetic"]["num_videos"] // 16)
-    assert out.count("Group job frames") == groups and out.count("Group job redundancy") == 1
+    redundancy = -(-len(paper["inference"]["models"]) * len(paper["redundancy"]["methods"]) // 8)
+    assert out.count("Group job frames") == groups and out.count("Group job redundancy") == redundancy
 
     # the default study runs on CPUs: no GPU anywhere, not even for infer
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())

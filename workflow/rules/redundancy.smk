@@ -19,6 +19,8 @@ rule reduce_redundancy:
         f"{RESULTS}/logs/reduce_redundancy/{{model}}/{{method}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/reduce_redundancy/{{model}}/{{method}}.tsv"
+    group:
+        "redundancy"
     threads: config["inference"]["threads"]
     resources:
         # cluster job size (workflow/profiles/slurm): config `resources.reduce_redundancy`, scaled by the attempt

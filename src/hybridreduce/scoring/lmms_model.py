@@ -25,6 +25,7 @@ import re
 from collections import OrderedDict
 
 from lmms_eval.api.model import lmms
+from loguru import logger
 from tqdm import tqdm
 
 from ..errors import ConfigError, VideoError, is_out_of_memory
@@ -139,6 +140,7 @@ class HybridReduceLMM(lmms):
                                     pre_masks=setting["pre_masks"])
         self.frames_dir = setting["frames_dir"]
         self.record_path = record
+        self.failed = 0  # documents of the current generate_until whose video could not be used
         if record:
             os.makedirs(os.path.dirname(os.path.abspath(record)), exist_ok=True)
             open(record, "w").close()
@@ -190,6 +192,11 @@ class HybridReduceLMM(lmms):
             predicted, rows = self.runner.answer(sample_id, str(doc.get("qtype", "")), frames, question,
                                                  options, events=events, timestamps=timestamps)
         except VideoError as e:
+            # in lmms-eval's own log too, so a run of the CLI without a record file shows every failed document;
+            # its empty answer is scored (wrong), so the document counts in the task's results
+            logger.warning(f"hybridreduce: task {task}, document {doc_id} ({sample_id}): the video could not be "
+                           f"used ({e.kind}: {e.reason}; {e.path}); answered with no option, scored as wrong")
+            self.failed += 1
             self._record([self.runner.failure(sample_id, e.kind, e.reason, e.path)], task, doc_id)
             return ""
         except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
@@ -201,9 +208,14 @@ class HybridReduceLMM(lmms):
         return predicted or ""
 
     def generate_until(self, requests) -> list[str]:
-        return [self._answer(context, doc_to_visual, doc_id, task, split)
-                for context, _gen_kwargs, doc_to_visual, doc_id, task, split
-                in tqdm([r.args for r in requests], desc="hybridreduce", mininterval=5)]
+        self.failed = 0
+        answers = [self._answer(context, doc_to_visual, doc_id, task, split)
+                   for context, _gen_kwargs, doc_to_visual, doc_id, task, split
+                   in tqdm([r.args for r in requests], desc="hybridreduce", mininterval=5)]
+        if self.failed:
+            logger.warning(f"hybridreduce: {self.failed} of {len(requests)} documents had a video that could not be "
+                           "used (see the warnings above); they are scored as wrong answers")
+        return answers
 
     def loglikelihood(self, requests):
         raise NotImplementedError("hybridreduce answers multiple-choice tasks with generate_until (option letter); "
