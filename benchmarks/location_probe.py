@@ -28,7 +28,7 @@ from hybridreduce.dataset.synthetic import (
     targets,
 )
 from hybridreduce.models.adapter import TinyVLMAdapter
-from hybridreduce.models.train import Pool
+from hybridreduce.training import Pool
 
 POSITIONS = ("event", "colour", "last")
 

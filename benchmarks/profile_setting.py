@@ -37,7 +37,7 @@ def main() -> None:
     runs = results / "lmms_eval" / "runs" / args.model / args.pre
     setting = json.loads(next(runs.glob("*/*/setting.json")).read_text())
     out = Path(tempfile.mkdtemp(prefix="hybridreduce-profile-"))
-    from hybridreduce.scoring.lmms_run import offline_vars
+    from hybridreduce.lmms.run import offline_vars
 
     os.environ.update(offline_vars(None, str(out / "datasets_cache")))
     import torch

@@ -21,7 +21,7 @@ from common import REPO, machine
 from hybridreduce.config import load_config
 from hybridreduce.models.adapter import TinyVLMAdapter
 from hybridreduce.models.build import new_tiny_model
-from hybridreduce.models.train import train_retrieval
+from hybridreduce.training import train_retrieval
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from hybridreduce.config import load_config, training_data
 from hybridreduce.dataset.synthetic import SyntheticSpec
 from hybridreduce.models.adapter import TinyVLMAdapter
 from hybridreduce.models.provenance import read_provenance, recipe, recipe_hash
-from hybridreduce.models.train import Pool, evaluate
+from hybridreduce.training import Pool, evaluate
 
 PRETRAIN = REPO / "config" / "pretrain-tiny.yaml"
 CONFIG = load_config(str(REPO), str(PRETRAIN))

@@ -11,8 +11,8 @@ from fake_videomme import make_fake_videomme
 
 from hybridreduce.dataset import SyntheticSpec, generate_sample
 from hybridreduce.models.build import build_tiny_model
-from hybridreduce.scoring.lmms_model import split_choices
-from hybridreduce.scoring.lmms_run import (LmmsEvalError, lmms_env, lmms_eval_command, read_records,
+from hybridreduce.lmms.model import split_choices
+from hybridreduce.lmms.run import (LmmsEvalError, lmms_env, lmms_eval_command, read_records,
                                            run_lmms_eval_cli, score_rows, write_local_task)
 
 MODEL = {"kind": "tiny", "image_size": 56, "patch_size": 14, "vision_hidden_size": 32,
@@ -120,7 +120,7 @@ def test_decoded_frames_are_kept_per_process_and_redecoded_when_the_file_changes
     import numpy as np
     from conftest import ramp_frames
 
-    from hybridreduce.scoring.lmms_model import decoded_frames
+    from hybridreduce.lmms.model import decoded_frames
     from hybridreduce.video import FrameSampling, decode_frames, write_video
 
     path = str(tmp_path / "v.mp4")

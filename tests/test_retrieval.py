@@ -10,7 +10,7 @@ from hybridreduce.errors import ConfigError
 from hybridreduce.models.build import new_tiny_model
 from hybridreduce.models.adapter import TinyVLMAdapter
 from hybridreduce.models.tokenizer import benchmark_vocabulary
-from hybridreduce.models.train import train_retrieval
+from hybridreduce.training import train_retrieval
 
 
 def test_hand_built_sequences_have_the_answers_their_definitions_give():

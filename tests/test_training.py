@@ -6,7 +6,7 @@ import torch
 from hybridreduce.dataset.synthetic import SyntheticSpec
 from hybridreduce.models.adapter import TinyVLMAdapter
 from hybridreduce.models.build import new_tiny_model
-from hybridreduce.models.train import Pool, train, train_tiny_model
+from hybridreduce.training import Pool, train, train_tiny_model
 
 SPEC = {"duration_s": 6.0, "fps": 4, "width": 56, "height": 56, "event_duration_s": 1.5}
 LLM = {"nemotron_h": {"family": "nemotron_h", "pattern": "M*M-", "hidden_size": 32},

@@ -2,7 +2,7 @@
 
 Per sample: encode the video, apply the pre-LLM mask, embed the prompt, solve the schedule for the budget,
 time the prefill (warm-up, then the median of repeats), and answer greedily among the option letters. The
-lmms-eval plugin model (:mod:`.scoring.lmms_model`) drives it, so answering and measuring are one pass.
+lmms-eval plugin model (:mod:`.lmms.model`) drives it, so answering and measuring are one pass.
 """
 
 from __future__ import annotations

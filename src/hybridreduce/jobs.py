@@ -108,7 +108,7 @@ def build_model(input, output, params, wildcards) -> None:
     import torch
 
     from .models.build import build_tiny_model
-    from .models.train import train_tiny_model
+    from .training import train_tiny_model
 
     torch.set_num_threads(params.model.get("training", {}).get("threads", 1))
     data = params.training_data
@@ -131,7 +131,7 @@ def build_model(input, output, params, wildcards) -> None:
 
 def lmms_task(input, output, params, wildcards) -> None:
     """The study's samples as the local lmms-eval task ``hybridreduce_local`` (YAML + utils + samples.jsonl)."""
-    from .scoring.lmms_run import write_local_task
+    from .lmms.run import write_local_task
 
     usable = []
     for sample_path, frames_path in zip(input.samples, input.frames):
@@ -149,7 +149,7 @@ def infer(input, output, params, wildcards) -> None:
     import os
     import shutil
 
-    from .scoring.lmms_run import LOCAL_TASK, offline_vars
+    from .lmms.run import LOCAL_TASK, offline_vars
 
     scoring = params.scoring
     # The datasets library caches every task's documents (arrow files, locks). The study's own task needs no shared
@@ -161,7 +161,7 @@ def infer(input, output, params, wildcards) -> None:
         private_cache = os.path.join(output.runs, "datasets_cache")
     # before lmms-eval or any Hugging Face library is imported in this process: they read these at import time
     os.environ.update(offline_vars(scoring.get("hf_home"), scoring.get("datasets_cache") or private_cache))
-    from .scoring.lmms_run import offline_state
+    from .lmms.run import offline_state
 
     flags = " ".join(f"{k}={os.environ[k]}" for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
     print(f"offline: {flags}; as the libraries read them: "
@@ -190,7 +190,7 @@ def _infer_setting(result: JobResult, setting: dict, pre: str, method: str, budg
     """One lmms-eval run of one setting into ``run_dir``; its rows go into ``result``."""
     import os
 
-    from .scoring.lmms_run import read_records, run_lmms_eval, score_rows
+    from .lmms.run import read_records, run_lmms_eval, score_rows
 
     os.makedirs(run_dir, exist_ok=True)
     setting_path, records_path = os.path.join(run_dir, "setting.json"), os.path.join(run_dir, "records.jsonl")

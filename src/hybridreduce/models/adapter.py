@@ -14,7 +14,7 @@ from ..config import check_checkpoint
 from ..dataset.sample import LETTERS
 from ..errors import ConfigError
 from ..redundancy.grid import TokenGrid, patchify
-from ..reduction.engine import PromptLayout
+from ..layout import PromptLayout
 from .stack import DecoderStack, stack_for
 
 

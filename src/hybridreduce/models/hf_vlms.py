@@ -31,7 +31,7 @@ import torch
 
 from ..dataset.sample import LETTERS
 from ..errors import ConfigError
-from ..reduction.engine import PromptLayout
+from ..layout import PromptLayout
 from ..redundancy.grid import TokenGrid
 from ..config import check_checkpoint
 from .adapter import Prompt, VLMAdapter, question_text

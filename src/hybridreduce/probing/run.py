@@ -33,7 +33,7 @@ import torch
 
 from ..dataset.synthetic import COLOURS, SyntheticSpec, evidence_mask
 from ..models.adapter import TinyVLMAdapter, load_adapter
-from ..models.train import Pool
+from ..training import Pool
 from ..reduction.engine import PromptLayout
 from . import analysis
 from .record import hidden_without, record_layers

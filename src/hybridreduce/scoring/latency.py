@@ -11,17 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA); a no-op on CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def capturing(device: torch.device) -> bool:
-    """Whether work on ``device`` is being captured into a CUDA graph: then nothing may wait for the device or read
-    a value back from it."""
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+from ..device import capturing, synchronize  # noqa: F401 (re-exported)
 
 
 def timed(fn: Callable[[], object], device: torch.device, warmup: int = 1, repeats: int = 3) -> tuple[object, float]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..store import atomic_write
 
 LOCAL_TASK = "hybridreduce_local"
-LOCAL_TASK_DIR = Path(__file__).parent / "lmms_tasks" / LOCAL_TASK
+LOCAL_TASK_DIR = Path(__file__).parent / "tasks" / LOCAL_TASK
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # loguru colours its lines even into a pipe
@@ -156,7 +156,7 @@ def run_lmms_eval(tasks: list[str], model_args: dict, output_dir: str, include_p
     from lmms_eval.utils import get_datetime_str
     from loguru import logger
 
-    from .lmms_model import HybridReduceLMM
+    from .model import HybridReduceLMM
 
     logger.remove()  # lmms-eval's log into this job's log (sys.stderr now), uncoloured
     logger.add(sys.stderr, level="INFO", colorize=False)

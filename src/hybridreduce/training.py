@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..dataset.sample import LETTERS
-from ..errors import ConfigError
-from ..dataset.retrieval import RetrievalSpec, make_sequence, sequences
-from ..dataset.synthetic import SyntheticSpec, render_sample, training_questions
-from ..reduction.engine import PromptLayout, prefill
-from ..reduction.methods import plan
-from .adapter import TinyVLMAdapter
+from .dataset.retrieval import RetrievalSpec, make_sequence, sequences
+from .dataset.sample import LETTERS
+from .dataset.synthetic import SyntheticSpec, render_sample, training_questions
+from .errors import ConfigError
+from .layout import PromptLayout
+from .models.adapter import TinyVLMAdapter
+from .reduction.engine import prefill
+from .reduction.methods import plan
 
 
 class Pool:
@@ -283,7 +284,7 @@ def train_tiny_model(model_cfg: dict, synthetic_cfg: dict, num_frames: int, out_
     before all of them (:func:`train_retrieval`; e.g. short sequences first, then long ones). Yields the training log rows of every stage (see :func:`train`), steps
     and time counted on from the previous stage, with the stage's ``num_frames`` (None for the text stage).
     """
-    from .build import new_tiny_model
+    from .models.build import new_tiny_model
 
     cfg = model_cfg["training"]
     if init_from:

@@ -9,4 +9,4 @@ def manifest():
     # Imported here, not at module level: lmms_eval.models imports this module while it initialises.
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return ModelManifest(model_id="hybridreduce", simple_class_path="hybridreduce.scoring.lmms_model.HybridReduceLMM")
+    return ModelManifest(model_id="hybridreduce", simple_class_path="hybridreduce.lmms.model.HybridReduceLMM")
