@@ -157,7 +157,7 @@ def check_study_name(study: str, results_dir: str, configfiles: list[str]) -> No
 
 def claim_study_name(results_dir: str, configfiles: list[str]) -> None:
     """Record which config files make the study in ``results_dir`` (see :func:`check_study_name`)."""
-    from .store import atomic_write
+    from .files import atomic_write
 
     with atomic_write(os.path.join(results_dir, "configfiles.json")) as f:
         json.dump(_config_ids(configfiles), f)

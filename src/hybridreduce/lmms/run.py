@@ -19,7 +19,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ..store import atomic_write
+from ..files import atomic_write
 
 LOCAL_TASK = "hybridreduce_local"
 LOCAL_TASK_DIR = Path(__file__).parent / "tasks" / LOCAL_TASK

@@ -18,7 +18,7 @@ import duckdb
 import jinja2
 import yaml
 
-from ..store import atomic_write
+from ..files import atomic_write
 from . import definitions
 from .claims import ALL_FIGURES, CLAIM5_BUDGET, CLAIMS, NOT_MEASURED
 from .figures import FIGURES, Figure, draw
