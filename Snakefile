@@ -1,5 +1,6 @@
 # hybridreduce: stateful token reduction for long-video hybrid VLMs, from video files to an HTML report.
-# Stages: dataset -> extract_frames -> reduce_redundancy -> build_model -> infer -> collect (DuckDB) -> report.
+# Stages: dataset -> extract_frames -> build_model -> reduce_redundancy (on each model's vision tokens) -> infer (reads
+# the extracted frames and applies those masks) -> collect (DuckDB) -> report.
 # All logic lives in src/hybridreduce; rules only wire files to it (workflow/scripts/job.py).
 import os
 
