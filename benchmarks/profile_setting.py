@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import tempfile
@@ -35,7 +34,11 @@ def main() -> None:
     os.chdir(args.study_dir)  # the setting's paths are relative to the study's working directory
     results = Path("results") / args.study
     runs = results / "lmms_eval" / "runs" / args.model / args.pre
-    setting = json.loads(next(runs.glob("*/*/setting.json")).read_text())
+    from dataclasses import replace
+
+    from hybridreduce.setting import Setting
+
+    setting = Setting.from_json(next(runs.glob("*/*/setting.json")).read_text())
     out = Path(tempfile.mkdtemp(prefix="hybridreduce-profile-"))
     from hybridreduce.lmms.run import offline_vars
 
@@ -45,11 +48,11 @@ def main() -> None:
     from hybridreduce import jobs
     from hybridreduce.store import JobResult
 
-    torch.set_num_threads(setting["run"].get("threads", 1))
+    torch.set_num_threads(setting.run.threads or 1)
 
     def run(method: str, budget: float) -> float:
         t0 = time.perf_counter()
-        jobs._infer_setting(JobResult(rule="infer", params={}), setting, args.pre, method, budget,
+        jobs._infer_setting(JobResult(rule="infer", params={}), replace(setting, method=method, budget=budget),
                             {"tasks": ["hybridreduce_local"]}, str(results / "lmms_eval" / "task"),
                             str(out / f"{method}{budget}"))
         return time.perf_counter() - t0

@@ -6,7 +6,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "hybridreduce"
 # floor of each top-level module or package, ground first
 FLOORS = [
-    {"errors", "lazy", "plugins", "device", "layout", "files", "__init__"},
+    {"errors", "lazy", "plugins", "device", "layout", "files", "setting", "__init__"},
     {"config", "video", "dataset"},
     {"redundancy"},
     {"models"},

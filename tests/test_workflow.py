@@ -94,8 +94,8 @@ def test_second_run_does_nothing(tiny_study):
 def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 2, "lmms_task": 1, "reduce_redundancy": 4,
-        "report": 1, "synthesize_sample": 4, "probe": 2}
+        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 2, "lmms_task": 1,
+        "reduce_redundancy": 4, "report": 1, "synthesize_sample": 4, "probe": 2}
     assert not (tmp_path / "results").exists()
 
 

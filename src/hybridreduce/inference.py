@@ -26,6 +26,7 @@ from .reduction.methods import plan
 from .redundancy import apply_masks, reduce_grid
 from .scoring.flops import prefill_flops
 from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
+from .setting import Setting
 
 _baseline_s: dict[tuple, float] = {}  # unreduced prefill time per model, device, pre-LLM input and sample
 # Vision tokens per (model, device, sample) with the time their encoding took: every setting of an infer job
@@ -63,20 +64,20 @@ UNREADABLE_SHARE = 0.2
 class SettingRunner:
     """Answers samples under one setting and returns the ``inference`` / ``latency`` / ``failures`` rows."""
 
-    def __init__(self, model_name: str, model_cfg: dict, pre: str, pre_q: float, method: str, budget: float,
-                 reduction_cfg: dict, run_cfg: dict, seed: int, pre_masks: str | None = None):
-        """``pre_masks``: the redundancy stage's masks of this model and pre-LLM method (an npz of
+    def __init__(self, setting: Setting):
+        """``setting.pre_masks``: the redundancy stage's masks of this model and pre-LLM method (an npz of
         :func:`~.redundancy.mask_arrays` per ``<sample>/q=<q>/``), which the setting applies; without it (the
         plugin used on its own) the pre-LLM method runs here."""
-        self.device = torch.device(run_cfg.get("device", "cpu"))
-        self.adapter = _shared_adapter(model_name, json.dumps(model_cfg, sort_keys=True), str(self.device))
-        self.model_name, self.model_path = model_name, model_cfg.get("path") or ""
-        self.pre, self.pre_q, self.method, self.budget = pre, pre_q, method, budget
-        self.reduction_cfg, self.run_cfg, self.seed = reduction_cfg, run_cfg, seed
+        self.device = torch.device(setting.run.device)
+        self.adapter = _shared_adapter(setting.model_name, json.dumps(setting.model, sort_keys=True), str(self.device))
+        self.model_name, self.model_path = setting.model_name, setting.model.get("path") or ""
+        self.pre, self.pre_q, self.method, self.budget = setting.pre, setting.pre_q, setting.method, setting.budget
+        self.reduction_cfg, self.run, self.seed = setting.reduction, setting.run, setting.seed
         self.pattern = layer_pattern(self.adapter.stack.layer_types)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        self.answered = 0  # samples answered so far: the first run_cfg["latency_samples"] are timed
+        self.answered = 0  # samples answered so far: the first run.latency_samples are timed
         self.masks = None  # sample id -> its arrays at pre_q (read into memory: lmms-eval pickles the model)
+        pre, pre_q, pre_masks = setting.pre, setting.pre_q, setting.pre_masks
         if pre != "none" and pre_masks:
             with np.load(pre_masks) as data:
                 rates = sorted({k.split("/")[-2] for k in data.files})
@@ -163,10 +164,10 @@ class SettingRunner:
                                     seed=self.seed)
         except ConfigError as e:
             return None, [self.failure(sample_id, "infeasible_schedule", str(e))]
-        limit = self.run_cfg.get("latency_samples")
+        limit = self.run.latency_samples
         timing = limit is None or self.answered < limit
         self.answered += 1
-        warmup, repeats = (self.run_cfg.get("warmup", 1), self.run_cfg.get("repeats", 3)) if timing else (0, 1)
+        warmup, repeats = (self.run.warmup, self.run.repeats) if timing else (0, 1)
         run = partial(prefill, stack, prompt.embeds, prompt.layout)
         result, prefill_s = timed(partial(run, schedule, scorer), device, warmup, repeats)
         # The baseline is timed in this process too, so a speedup compares runs on one machine. The settings of a

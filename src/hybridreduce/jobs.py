@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from dataclasses import asdict, replace
 
 import numpy as np
 
 from .dataset import Sample, SyntheticSpec, generate_sample
 from .errors import VideoError, is_out_of_memory
+from .setting import RunOptions, Setting
 from .store import JobResult, atomic_write, collect, read_result
 from .video import FrameSampling, decode_frames, read_extracted
 
@@ -168,25 +170,26 @@ def infer(input, output, params, wildcards) -> None:
           + ", ".join(f"{lib} offline={on}" for lib, on in offline_state().items()), flush=True)
 
     # frames as frame extraction saved them, pre-LLM masks as the redundancy stage computed them on this model
-    setting = {"model_name": wildcards.model, "model": params.model, "frames": params.frames,
-               "reduction": params.reduction, "run": params.run, "seed": params.seed,
-               "frames_dir": os.path.abspath(params.frames_dir),
-               "pre_masks": os.path.abspath(input.masks[0]) if input.masks else None}
-    result = JobResult(rule="infer", params={**setting, "pre": wildcards.pre, "settings": params.settings,
-                                            "scoring": scoring})
+    job = Setting(model_name=wildcards.model, model=params.model, pre=wildcards.pre,
+                  pre_q=float(params.run["pre_llm_q"]), frames=params.frames, reduction=params.reduction,
+                  run=RunOptions.from_config(params.run), seed=params.seed,
+                  frames_dir=os.path.abspath(params.frames_dir),
+                  pre_masks=os.path.abspath(input.masks[0]) if input.masks else None)
+    # the job's settings differ only in their in-LLM method and budget, listed in `settings`
+    shared = {k: v for k, v in asdict(job).items() if k not in ("method", "budget")}
+    result = JobResult(rule="infer", params={**shared, "settings": params.settings, "scoring": scoring})
     try:
         for (method, budget), run_dir in zip(params.settings, params.run_dirs, strict=True):
-            print(f"setting {wildcards.model}/{wildcards.pre}/{method}/b{budget}", flush=True)
-            _infer_setting(result, setting, wildcards.pre, method, budget, scoring,
-                           input.task[0] if input.task else None, run_dir)
+            setting = replace(job, method=method, budget=float(budget))
+            print(f"setting {setting.label}", flush=True)
+            _infer_setting(result, setting, scoring, input.task[0] if input.task else None, run_dir)
         result.write(output.result)
     finally:
         if private_cache:
             shutil.rmtree(private_cache, ignore_errors=True)
 
 
-def _infer_setting(result: JobResult, setting: dict, pre: str, method: str, budget: float, scoring: dict,
-                   task_dir: str | None, run_dir: str) -> None:
+def _infer_setting(result: JobResult, setting: Setting, scoring: dict, task_dir: str | None, run_dir: str) -> None:
     """One lmms-eval run of one setting into ``run_dir``; its rows go into ``result``."""
     import os
 
@@ -195,12 +198,12 @@ def _infer_setting(result: JobResult, setting: dict, pre: str, method: str, budg
     os.makedirs(run_dir, exist_ok=True)
     setting_path, records_path = os.path.join(run_dir, "setting.json"), os.path.join(run_dir, "records.jsonl")
     with atomic_write(setting_path) as f:
-        json.dump(setting, f)
-    model_args = {"config": os.path.abspath(setting_path), "pre": pre, "pre_q": setting["run"]["pre_llm_q"],
-                  "method": method, "budget": budget, "record": os.path.abspath(records_path)}
+        f.write(setting.to_json())
+    model_args = {"config": os.path.abspath(setting_path), "record": os.path.abspath(records_path)}
     results, samples = run_lmms_eval(scoring["tasks"], model_args, os.path.join(run_dir, "lmms_eval"),
                                      include_path=task_dir, limit=scoring.get("limit"))
-    key = {"model": setting["model_name"], "pre_method": pre, "method": method, "budget": float(budget)}
+    key = {"model": setting.model_name, "pre_method": setting.pre, "method": setting.method,
+           "budget": setting.budget}
     records, sample_ids = read_records(records_path)
     for table, row in records:
         result.add(table, row)

@@ -6,8 +6,9 @@ Model args (all optional but ``model`` or ``config``):
 - ``model``: checkpoint folder; ``kind``: adapter family (``tiny``, ``nemotron_h_omni``, ``qwen2_5_vl``);
 - ``method`` / ``budget``: in-LLM method and token budget; ``pre`` / ``pre_q``: pre-LLM method and pruning rate;
 - ``num_frames``, ``frame_size``: frame extraction (uniform sampling, square frames);
-- ``config``: a JSON file with the workflow's full setting (``model_name``, ``model``, ``frames``, ``reduction``,
-  ``run``, ``seed``, and from the workflow ``frames_dir`` and ``pre_masks``), which the other args override;
+- ``config``: a JSON file with the workflow's full setting (:class:`~hybridreduce.setting.Setting`: model, pre-LLM
+  and in-LLM method, budget, frames, reduction, run options, seed, ``frames_dir``, ``pre_masks``), which the
+  other args override;
 - ``record``: a JSONL file that receives the ``inference`` / ``latency`` / ``failures`` rows of every request.
 
 In the workflow, a document's frames are the ones frame extraction saved (``frames_dir/<sample_id>.npz``) and the
@@ -23,6 +24,7 @@ import json
 import os
 import re
 from collections import OrderedDict
+from dataclasses import replace
 
 from lmms_eval.api.model import lmms
 from loguru import logger
@@ -30,16 +32,6 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, VideoError, is_out_of_memory
 
-DEFAULTS = {
-    "model_name": "model",
-    "model": {"kind": "tiny"},
-    "frames": {"sampling": "uniform", "num_frames": 16, "size": [224, 224], "resize": "crop"},
-    "reduction": {},  # reduction.methods.DEFAULTS fill what a config leaves out
-    "run": {"device": "cpu", "warmup": 1, "repeats": 3},
-    "seed": 0,
-    "frames_dir": None,  # the workflow's extracted frames, per sample id (None: decode the document's video)
-    "pre_masks": None,  # the redundancy stage's masks of this model and pre-LLM method (None: compute them here)
-}
 # the model args the plugin takes, and what lmms-eval itself adds to every model's (from its --batch_size etc.)
 MODEL_ARGS = {"model", "kind", "method", "budget", "pre", "pre_q", "num_frames", "frame_size", "config", "record",
               "device"}
@@ -93,52 +85,51 @@ def decoded_frames(path: str, sampling):
 
 
 class HybridReduceLMM(lmms):
-    def __init__(self, model: str | None = None, kind: str | None = None, method: str = "none",
-                 budget: float = 1.0, pre: str = "none", pre_q: float = 0.5, num_frames: int | None = None,
-                 frame_size: int | None = None, config: str | None = None, record: str | None = None,
-                 device: str | None = None, **kwargs) -> None:
+    def __init__(self, model: str | None = None, kind: str | None = None, method: str | None = None,
+                 budget: float | None = None, pre: str | None = None, pre_q: float | None = None,
+                 num_frames: int | None = None, frame_size: int | None = None, config: str | None = None,
+                 record: str | None = None, device: str | None = None, **kwargs) -> None:
         super().__init__()
         from ..inference import SettingRunner
         from ..reduction.methods import get_method
         from ..redundancy import registry as pre_llm_registry
+        from ..setting import Setting
         from ..video import FrameSampling
 
         unknown = sorted(set(kwargs) - LMMS_EVAL_EXTRAS)
         if unknown:
             raise ConfigError(f"lmms-eval --model_args: unknown key(s) {', '.join(unknown)}; accepted: "
                               f"{', '.join(sorted(MODEL_ARGS))}")
-        get_method(method)  # an unknown in-LLM method fails here, before any document runs
-        if pre != "none" and pre not in pre_llm_registry():
-            raise ConfigError(f"lmms-eval --model_args: unknown pre-LLM method '{pre}' (known: none, "
-                              f"{', '.join(pre_llm_registry())})")
-
-        setting = json.loads(json.dumps(DEFAULTS))
-        if config:
+        if config:  # the workflow's setting (setting.Setting), which the other args override
             with open(config) as f:
-                setting.update(json.load(f))
-        if model:
-            setting["model"] = {**setting["model"], "path": str(model)}
-            if not config:
-                setting["model_name"] = os.path.basename(os.path.normpath(str(model)))
-        if kind:
-            setting["model"]["kind"] = kind
-        if not setting["model"].get("path"):
+                setting = Setting.from_json(f.read(), config)
+            if model:
+                setting = replace(setting, model={**setting.model, "path": str(model)})
+        elif model:
+            setting = Setting(model_name=os.path.basename(os.path.normpath(str(model))),
+                              model={"kind": "tiny", "path": str(model)})
+        else:
             raise ConfigError("lmms-eval --model_args: 'model' (a checkpoint folder) or 'config' is required")
-        if num_frames:
-            setting["frames"]["num_frames"] = int(num_frames)
-        if frame_size:
-            setting["frames"]["size"] = [int(frame_size), int(frame_size)]
-        if device and device != "None":  # lmms-eval passes its own --device through additional_config
-            setting["run"]["device"] = str(device)
-        if "threads" in setting["run"]:
+        if kind:
+            setting = replace(setting, model={**setting.model, "kind": kind})
+        setting = setting.with_overrides(
+            method=method, budget=float(budget) if budget is not None else None, pre=pre,
+            pre_q=float(pre_q) if pre_q is not None else None,
+            frames_num_frames=int(num_frames) if num_frames else None,
+            frames_size=[int(frame_size), int(frame_size)] if frame_size else None,
+            # lmms-eval passes its own --device through additional_config
+            run_device=str(device) if device and device != "None" else None)
+        get_method(setting.method)  # an unknown in-LLM method fails here, before any document runs
+        if setting.pre != "none" and setting.pre not in pre_llm_registry():
+            raise ConfigError(f"lmms-eval --model_args: unknown pre-LLM method '{setting.pre}' (known: none, "
+                              f"{', '.join(pre_llm_registry())})")
+        if setting.run.threads:
             import torch
 
-            torch.set_num_threads(int(setting["run"]["threads"]))
-        self.sampling = FrameSampling.from_config(setting["frames"])
-        self.runner = SettingRunner(setting["model_name"], setting["model"], pre, float(pre_q), method,
-                                    float(budget), setting["reduction"], setting["run"], int(setting["seed"]),
-                                    pre_masks=setting["pre_masks"])
-        self.frames_dir = setting["frames_dir"]
+            torch.set_num_threads(int(setting.run.threads))
+        self.sampling = FrameSampling.from_config(setting.frames)
+        self.runner = SettingRunner(setting)
+        self.frames_dir = setting.frames_dir
         self.record_path = record
         self.failed = 0  # documents of the current generate_until whose video could not be used
         if record:
