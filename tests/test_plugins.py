@@ -41,6 +41,7 @@ def test_a_study_runs_plugin_methods_named_in_its_config(plugin_site, tmp_path, 
     cfg = tiny_config("plugins")
     cfg["inference"].update(pre_llm=["none", "frame_stride"], methods=["none", "progressive_last_token"],
                             models=["tiny_hybrid"])
+    cfg["redundancy"]["methods"] = ["evs", "frame_stride"]  # infer applies the redundancy stage's masks
     run_snakemake(tmp_path, cfg)
     with duckdb.connect(str(tmp_path / "results/plugins/study.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT pre_method, method, budget, count(*), min(vision_tokens_in) FROM inference "
@@ -48,6 +49,10 @@ def test_a_study_runs_plugin_methods_named_in_its_config(plugin_site, tmp_path, 
     # 4 samples of 8 frames x 4 x 4 tokens; frame_stride at pre_llm_q 0.5 keeps 4 whole frames
     assert rows == [("frame_stride", "none", 1.0, 4, 64), ("none", "none", 1.0, 4, 128),
                     ("none", "progressive_last_token", 0.5, 4, 128)]
+    with duckdb.connect(str(tmp_path / "results/plugins/study.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT model, q, count(*), min(tokens_kept) FROM visual_reduction WHERE method = "
+                           "'frame_stride' GROUP BY ALL ORDER BY ALL").fetchall() == [
+            ("tiny_hybrid", 0.5, 4, 64), ("tiny_hybrid", 0.75, 4, 32)]
     html = (tmp_path / "reports/plugins/index.html").read_text()
     assert "progressive_last_token" in html and "frame_stride" in html
 

@@ -225,8 +225,8 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     proc = run_snakemake(tmp_path, cfg, "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 2, "infer": 2, "lmms_task": 1,
-        "report": 1}
+        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 4, "infer": 2,
+        "lmms_task": 1, "report": 1}  # reduce_redundancy: 2 models x 2 methods
 
 
 def test_bad_manifest_is_rejected_before_any_job(tmp_path):
