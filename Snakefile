@@ -1,6 +1,7 @@
 # hybridreduce: stateful token reduction for long-video hybrid VLMs, from video files to an HTML report.
-# Stages: dataset -> extract_frames -> build_model -> reduce_redundancy (on each model's vision tokens) -> infer (reads
-# the extracted frames and applies those masks) -> collect (DuckDB) -> report.
+# Stages: dataset (synthetic or manifest samples, and the real lmms-eval tasks' documents) -> extract_frames ->
+# build_model -> encode_vision (each model's vision tokens, once per video) -> reduce_redundancy (on those tokens)
+# -> infer (reads the tokens and the frames' timestamps, applies those masks) -> collect (DuckDB) -> report.
 # All logic lives in src/hybridreduce; rules only wire files to it (workflow/scripts/job.py).
 import os
 
@@ -40,7 +41,7 @@ onerror:
 
 
 wildcard_constraints:
-    sample="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    sample="[A-Za-z0-9][A-Za-z0-9_.-]*(/[0-9]+)?",  # a synthetic or manifest id, or <task>/<doc_id>
     method="[a-z_0-9]+",
     model="[A-Za-z0-9_.-]+",
     pre="[a-z_0-9]+",

@@ -145,6 +145,19 @@ def run_snakemake(workdir: Path, config: dict | None = None, *args: str, check: 
     return proc
 
 
+def fake_task_overlay(tmp_path: Path, n: int = 3) -> tuple[Path, list[dict]]:
+    """A config overlay for ``config/paper.yaml`` whose only real task is ``videomme``, read offline from a fake
+    copy of its dataset layout (tests/fake_videomme.py) with ``n`` documents; the overlay's path and the docs."""
+    from fake_videomme import make_fake_videomme
+
+    hf_home = tmp_path / "hf"
+    docs = make_fake_videomme(str(hf_home), n=n)
+    overlay = tmp_path / "real-task.yaml"
+    overlay.write_text(yaml.safe_dump({"scoring": {"tasks": ["hybridreduce_local", "videomme"],
+                                                   "hf_home": str(hf_home)}}))
+    return overlay, docs
+
+
 def planned_jobs(dry_run_output: str) -> dict[str, int]:
     """Parse the 'Job stats' table of a dry run into rule -> job count."""
     counts, in_table = {}, False

@@ -24,12 +24,14 @@ FEATURES = datasets.Features({
 })
 
 
-def make_fake_videomme(hf_home: str, n: int = 3) -> list[dict]:
-    """Write ``n`` documents (categories from the task's own fixed lists) and their mp4 videos; return the rows."""
+def make_fake_videomme(hf_home: str, n: int = 3, options: list[str] | None = None) -> list[dict]:
+    """Write ``n`` documents (categories from the task's own fixed lists) and their mp4 videos; return the rows.
+    ``options``: every document's option lines (default ``A. 1`` to ``D. 4``)."""
+    options = ["A. 1", "B. 2", "C. 3", "D. 4"] if options is None else options
     rows = [{"video_id": f"{i + 1:03d}", "duration": ("short", "medium", "long")[i % 3], "domain": "Knowledge",
              "sub_category": "Humanity & History", "url": f"https://www.youtube.com/watch?v=fake{i:03d}",
              "videoID": f"fake{i:03d}", "question_id": f"{i + 1:03d}-1", "task_type": "Counting Problem",
-             "question": f"How many shapes appeared in video {i}?", "options": ["A. 1", "B. 2", "C. 3", "D. 4"],
+             "question": f"How many shapes appeared in video {i}?", "options": options,
              "answer": "AB"[i % 2]} for i in range(n)]
     video_dir = os.path.join(hf_home, "videomme", "data")
     os.makedirs(video_dir, exist_ok=True)

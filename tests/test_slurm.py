@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake, tiny_config
+from conftest import REPO, fake_task_overlay, run_snakemake, tiny_config
 from test_reliability import table_rows
 
 CLUSTER = REPO / "tests/slurm/cluster.sh"
@@ -31,7 +31,8 @@ def small_config() -> dict:
     cfg["models"] = {"tiny_hybrid": cfg["models"]["tiny_hybrid"]}
     cfg["inference"]["models"] = ["tiny_hybrid"]
     small = {"mem_mb": 500, "runtime": 10}
-    cfg["resources"] = {"synthesize_sample": small, "extract_frames": small, "reduce_redundancy": small,
+    cfg["resources"] = {"synthesize_sample": small, "extract_frames": small, "encode_vision": small,
+                        "reduce_redundancy": small,
                         "build_model": {"mem_mb": 1000, "runtime": 10}, "infer": {"mem_mb": 1500, "runtime": 10},
                         "probe": {"mem_mb": 1500, "runtime": 10}}
     return cfg
@@ -61,22 +62,23 @@ def profile_dry_run(workdir: Path, *args: str) -> str:
 def test_slurm_profile_dry_run_asks_for_gpus_on_the_gpu_rules_only(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     # no cluster and no checkpoints needed: a dry run only plans
-    out = profile_dry_run(tmp_path, "--configfile", str(REPO / "config/paper.yaml"))
+    overlay, docs = fake_task_overlay(tmp_path)  # the real tasks' documents: one videomme copy, offline
+    out = profile_dry_run(tmp_path, "--configfile", str(REPO / "config/paper.yaml"), str(overlay))
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     jobs = dry_run_jobs(out)
-    # the rules that run a model on cuda: infer, and the pre-LLM methods on each model's vision tokens
-    on_model = [j for j in jobs if j["rule"] in ("infer", "reduce_redundancy")]
-    assert {j["rule"] for j in on_model} == {"infer", "reduce_redundancy"}
+    # the rules that run a model on cuda: infer, and each model's encoding of every video
+    on_model = [j for j in jobs if j["rule"] in ("infer", "encode_vision")]
+    assert {j["rule"] for j in on_model} == {"infer", "encode_vision"}
     for job in on_model:  # device: cuda; CPUs from inference.threads, memory and time from the resources block
         assert job["resources"]["gpu"] == "1", job
         assert job["resources"]["cpus_per_task"] == str(paper["inference"]["threads"]), job
         assert job["resources"]["mem_mb"] == str(paper["resources"][job["rule"]]["mem_mb"]), job
         assert job["resources"]["runtime"] == str(paper["resources"][job["rule"]]["runtime"]), job
-    others = [j for j in jobs if j["rule"] not in ("infer", "reduce_redundancy")]
-    assert {"synthesize_sample", "extract_frames"} <= {j["rule"] for j in others}
+    others = [j for j in jobs if j["rule"] not in ("infer", "encode_vision")]
+    assert {"synthesize_sample", "task_sample", "extract_frames", "reduce_redundancy"} <= {j["rule"] for j in others}
     assert all(j["resources"].get("gpu", "0") == "0" for j in others)
     # small jobs are bundled: the videos in groups of 16, the redundancy jobs (model x method) in groups of 8
-    groups = -(-paper["dataset"]["synthetic"]["num_videos"] // 16)
+    groups = -(-(paper["dataset"]["synthetic"]["num_videos"] + len(docs)) // 16)
     redundancy = -(-len(paper["inference"]["models"]) * len(paper["redundancy"]["methods"]) // 8)
     assert out.count("Group job frames") == groups and out.count("Group job redundancy") == redundancy
 

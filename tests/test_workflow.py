@@ -11,7 +11,8 @@ import time
 import duckdb
 import pytest
 import yaml
-from conftest import HUGE_LIMIT, REPO, planned_jobs, run_snakemake, tiny_config, write_bad_media
+from conftest import HUGE_LIMIT, REPO, fake_task_overlay, planned_jobs, run_snakemake, tiny_config, write_bad_media
+from fake_videomme import make_fake_videomme
 
 from hybridreduce.store import TABLES, collect
 
@@ -94,7 +95,7 @@ def test_second_run_does_nothing(tiny_study):
 def test_dry_run_prints_the_dag(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "infer": 2, "lmms_task": 1,
+        "all": 1, "build_model": 2, "collect": 1, "extract_frames": 4, "encode_vision": 2, "infer": 2, "lmms_task": 1,
         "reduce_redundancy": 4, "report": 1, "synthesize_sample": 4, "probe": 2}
     assert not (tmp_path / "results").exists()
 
@@ -225,8 +226,8 @@ def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     proc = run_snakemake(tmp_path, cfg, "-n")
     assert planned_jobs(proc.stdout) == {
-        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "reduce_redundancy": 4, "infer": 2,
-        "lmms_task": 1, "report": 1}  # reduce_redundancy: 2 models x 2 methods
+        "all": 1, "collect": 1, "manifest_sample": 1, "extract_frames": 1, "encode_vision": 2, "reduce_redundancy": 4,
+        "infer": 2, "lmms_task": 1, "report": 1}  # reduce_redundancy: 2 models x 2 methods
 
 
 def test_bad_manifest_is_rejected_before_any_job(tmp_path):
@@ -254,25 +255,54 @@ def test_manifest_duplicate_ids_name_both_lines_and_unknown_fields_are_rejected(
         read_manifest(str(manifest))
 
 
-def test_paper_config_dry_runs_without_weights(tmp_path):
-    proc = run_snakemake(tmp_path, None, "--configfile", str(REPO / "config/paper.yaml"), "-n")
+def test_paper_config_dry_runs_without_weights_on_the_real_tasks_documents(tmp_path):
+    overlay, docs = fake_task_overlay(tmp_path)
+    proc = run_snakemake(tmp_path, None, "--configfile", str(REPO / "config/paper.yaml"), str(overlay), "-n")
     jobs = planned_jobs(proc.stdout)
     # one job per setting (inference.job_per: setting): 2 models x 2 pre-LLM x (none + 9 methods x 3 budgets)
     assert jobs["infer"] == 2 * 2 * (1 + 9 * 3) and "build_model" not in jobs
+    # the benchmark's own videos pass through the DAG: a sample and a frame extraction per document
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    assert jobs["task_sample"] == len(docs) and jobs["synthesize_sample"] == paper["dataset"]["synthetic"]["num_videos"]
+    assert jobs["extract_frames"] == jobs["synthesize_sample"] + len(docs)
+    for i, doc in enumerate(docs):
+        assert re.search(rf"rule extract_frames:\n\s+input: results/paper/dataset/samples/videomme/{i}\.json, "
+                         rf"\S+/videomme/data/{doc['videoID']}\.mp4\n\s+output: results/paper/frames/videomme/{i}\.npz",
+                         proc.stdout), i
+
+
+def test_a_real_task_that_is_not_downloaded_is_rejected_before_any_job(tmp_path):
+    proc = run_snakemake(tmp_path, None, "--configfile", str(REPO / "config/paper.yaml"), "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "scoring.tasks: could not read the documents of videomme, mlvu_dev" in out and "docs/scoring.md" in out
 
 
 def test_failing_lmms_eval_run_fails_its_job_with_the_lmms_eval_error(tiny_study, tmp_path):
+    # a real task whose prompt the plugin cannot answer (no option lines): lmms-eval fails inside the infer jobs
+    hf_home = tmp_path / "hf"
+    make_fake_videomme(str(hf_home), n=1, options=[])
     work = tmp_path / "study"
     shutil.copytree(tiny_study, work, symlinks=True)
     cfg = tiny_config()
-    cfg["scoring"] = {"tasks": ["hybridreduce_local", "no_such_task"]}
+    cfg["scoring"] = {"tasks": ["hybridreduce_local", "videomme"], "hf_home": str(hf_home)}
     proc_started = time.time()
     proc = run_snakemake(work, cfg, check=False)
     assert proc.returncode != 0
     failed = [p for p in (work / "results/tiny/logs/infer").rglob("*.log") if p.stat().st_mtime > proc_started]
-    assert failed and all("Tasks not found: no_such_task" in p.read_text() for p in failed)
-    assert "lmms-eval failed" in failed[0].read_text()
+    assert failed and all("no 'A. ...' option line in the prompt" in p.read_text() for p in failed)
+    assert "lmms-eval failed: ValueError" in failed[0].read_text()
     assert not (work / "results/tiny/study.duckdb.tmp").exists()
+
+
+def test_an_unknown_lmms_eval_task_is_rejected_before_any_job(tmp_path):
+    cfg = tiny_config()
+    cfg["scoring"] = {"tasks": ["hybridreduce_local", "no_such_task"]}
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert proc.returncode != 0 and not (tmp_path / "results").exists()
+    out = proc.stdout + proc.stderr
+    assert "scoring.tasks: could not read the documents of no_such_task" in out
+    assert "unknown lmms-eval task(s) no_such_task" in out
 
 
 def test_missing_checkpoint_is_rejected_before_any_job_naming_the_path(tmp_path):
@@ -316,8 +346,13 @@ av.open = _counting_open
 
 
 def test_infer_reads_the_extracted_frames_and_applies_the_redundancy_masks(tmp_path, monkeypatch):
-    """The DAG is the data flow: frame extraction is the only stage that decodes a video (once per video, however
-    many settings infer runs), and infer applies the masks the redundancy stage computed on its model's tokens."""
+    """The DAG is the data flow: the dataset stage lists a real lmms-eval task's documents beside the synthetic
+    samples, frame extraction is the only stage that decodes a video (once per video, however many settings infer
+    runs), each model encodes every video once, and infer applies the masks the redundancy stage computed on those
+    tokens."""
+    hf_home = tmp_path / "hf"
+    docs = make_fake_videomme(str(hf_home), n=3)
+    os.remove(hf_home / "videomme" / "data" / f"{docs[1]['videoID']}.mp4")  # a document whose video is missing
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(COUNT_OPENS)  # counts PyAV read-opens in every Python process
@@ -330,35 +365,47 @@ def test_infer_reads_the_extracted_frames_and_applies_the_redundancy_masks(tmp_p
         model["training"] = None  # seeded random models: this test is about the data flow, not accuracy
     cfg["probing"]["enabled"] = False
     cfg["inference"].update(pre_llm=["none", "evs"], methods=["none", "hybrid_progressive", "fastv"])
+    cfg["scoring"] = {"tasks": ["hybridreduce_local", "videomme"], "hf_home": str(hf_home)}
     dag = run_snakemake(work, cfg, "--dag").stdout
     labels = dict(re.findall(r'(\d+)\[label = "([a-z_]+)', dag))
     edges = {(labels[a], labels[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dag)}
-    assert {("extract_frames", "infer"), ("reduce_redundancy", "infer"), ("extract_frames", "reduce_redundancy"),
-            ("build_model", "reduce_redundancy")} <= edges
+    assert {("extract_frames", "infer"), ("reduce_redundancy", "infer"), ("extract_frames", "encode_vision"),
+            ("build_model", "encode_vision"), ("encode_vision", "reduce_redundancy"), ("encode_vision", "infer"),
+            ("task_sample", "extract_frames")} <= edges
+    assert not {e for e in edges if e[1] == "reduce_redundancy"} - {("encode_vision", "reduce_redundancy")}
     run_snakemake(work, cfg)
 
     opened = [line.split() for line in (tmp_path / "opens.log").read_text().splitlines()]
-    videos = sorted((work / "results/tiny/dataset/videos").glob("*.mp4"))
-    assert sorted({path for _, path in opened}) == [str(v) for v in videos]
+    videos = sorted([*(work / "results/tiny/dataset/videos").glob("*.mp4"), *(hf_home / "videomme/data").glob("*")])
+    assert len(videos) == 4 + 2 and sorted({path for _, path in opened}) == sorted(str(v) for v in videos)
     for video in videos:  # one process (its extract_frames job) decoded it, once
         assert len({pid for pid, path in opened if path == str(video)}) == 1
     db = work / "results/tiny/study.duckdb"
-    # several settings per model and pre-LLM method answered every sample from those frames
+    # the task's documents are samples of the study; the one without its video is a named failure
+    assert rows(db, "SELECT sample_id, source, answer FROM samples WHERE qtype = 'videomme' ORDER BY 1") == [
+        (f"videomme/{i}", "lmms_eval", d["answer"]) for i, d in enumerate(docs)]
+    assert rows(db, "SELECT split_part(stage, ' ', 1), kind, bool_and(reason LIKE '%does not exist%'), count(*) "
+                    "FROM failures WHERE sample_id = 'videomme/1' GROUP BY ALL ORDER BY 1") == [
+        ("infer", "zero_frames", False, 2 * (3 + 2)), ("task_sample", "missing", True, 1)]  # infer: every setting
+    # several settings per model and pre-LLM method answered every sample of both tasks from those frames
     assert rows(db, "SELECT model, pre_method, count(DISTINCT (method, budget)), count(DISTINCT sample_id) "
-                    "FROM inference GROUP BY ALL ORDER BY ALL") == [
-        ("tiny_hybrid", "evs", 2, 4), ("tiny_hybrid", "none", 3, 4),  # after EVS: the default's with_pre_llm
-        ("tiny_transformer", "evs", 2, 4), ("tiny_transformer", "none", 3, 4)]
+                    "FILTER (task = 'hybridreduce_local'), list(DISTINCT sample_id ORDER BY sample_id) "
+                    "FILTER (task = 'videomme') FROM inference GROUP BY ALL ORDER BY ALL") == [
+        (model, pre, n, 4, ["videomme/0", "videomme/2"])
+        for model in ("tiny_hybrid", "tiny_transformer")
+        for pre, n in (("evs", 2), ("none", 3))]  # after EVS: the default's with_pre_llm
     # the tokens entering the LLM after EVS are exactly those the redundancy stage kept for that model and sample
     assert rows(db, """SELECT count(*), bool_and(i.vision_tokens_in = r.tokens_kept) FROM inference i
                        JOIN visual_reduction r ON r.model = i.model AND r.sample_id = i.sample_id
-                       AND r.method = i.pre_method AND r.q = i.pre_q""") == [(2 * 2 * 4, True)]
+                       AND r.method = i.pre_method AND r.q = i.pre_q""") == [(2 * 2 * (4 + 2), True)]
 
     # what a change reruns: frame sampling reruns extraction, the masks and inference, not the data or the models
     more_frames = json.loads(json.dumps(cfg))
     more_frames["frames"]["num_frames"] = 12
     jobs = planned_jobs(run_snakemake(work, more_frames, "-n").stdout)
-    assert jobs["extract_frames"] == 4 and jobs["reduce_redundancy"] == 4 and jobs["infer"] == 4
-    assert "synthesize_sample" not in jobs and "build_model" not in jobs
+    assert jobs["extract_frames"] == 4 + 3 and jobs["encode_vision"] == 2 and jobs["reduce_redundancy"] == 4
+    assert jobs["infer"] == 4
+    assert "synthesize_sample" not in jobs and "task_sample" not in jobs and "build_model" not in jobs
     # the pruning rates rerun the masks and the infer jobs that apply them, not the unreduced ones
     rates = json.loads(json.dumps(cfg))
     rates["redundancy"]["q"] = [0.5, 0.9]

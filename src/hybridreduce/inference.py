@@ -1,6 +1,6 @@
 """The inference stage: one (model, pre-LLM method, in-LLM method, budget) setting, one sample at a time.
 
-Per sample: encode the video, apply the pre-LLM mask, embed the prompt, solve the schedule for the budget,
+Per sample: encode the video (or read the workflow's encoding of it), apply the pre-LLM mask, embed the prompt, solve the schedule for the budget,
 time the prefill (warm-up, then the median of repeats), and answer greedily among the option letters. The
 lmms-eval plugin model (:mod:`.lmms.model`) drives it, so answering and measuring are one pass.
 """
@@ -8,6 +8,7 @@ lmms-eval plugin model (:mod:`.lmms.model`) drives it, so answering and measurin
 from __future__ import annotations
 
 import json
+import os
 import time
 import zlib
 from collections import OrderedDict
@@ -23,7 +24,7 @@ from .errors import ConfigError
 from .models import layer_pattern, load_adapter
 from .reduction.engine import prefill
 from .reduction.methods import plan
-from .redundancy import apply_masks, reduce_grid
+from .redundancy import apply_masks, load_grid, reduce_grid
 from .scoring.flops import prefill_flops
 from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
 from .setting import Setting
@@ -73,6 +74,7 @@ class SettingRunner:
         self.model_name, self.model_path = setting.model_name, setting.model.get("path") or ""
         self.pre, self.pre_q, self.method, self.budget = setting.pre, setting.pre_q, setting.method, setting.budget
         self.reduction_cfg, self.run, self.seed = setting.reduction, setting.run, setting.seed
+        self.vision_dir = setting.vision_dir
         self.pattern = layer_pattern(self.adapter.stack.layer_types)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.answered = 0  # samples answered so far: the first run.latency_samples are timed
@@ -91,15 +93,22 @@ class SettingRunner:
                         self.masks.setdefault(sample_id, {})[name] = data[key]
 
     def _encode(self, sample_id: str, frames: np.ndarray, timestamps: np.ndarray | None):
-        """The sample's vision token grid and the seconds its encoding took (cached per job, see ``_vision``)."""
+        """The sample's vision token grid and the seconds its encoding took: the workflow's ``encode_vision``
+        output (``vision_dir``), else encoded here; cached per job (see ``_vision``)."""
         key = (self.model_name, str(self.device), sample_id, frames.shape, timestamps.tobytes()
                if timestamps is not None else None)
         if key in _vision:
             _vision.move_to_end(key)
             return _vision[key]
-        t0 = time.perf_counter()
-        grid = self.adapter.encode_video(frames, timestamps)
-        _vision[key] = grid, time.perf_counter() - t0
+        if self.vision_dir:
+            path = os.path.join(self.vision_dir, f"{sample_id}.safetensors")
+            if not os.path.exists(path):
+                raise ConfigError(f"no vision tokens of sample {sample_id} at {path} (encode_vision's output)")
+            _vision[key] = load_grid(path, self.device)
+        else:
+            t0 = time.perf_counter()
+            grid = self.adapter.encode_video(frames, timestamps)
+            _vision[key] = grid, time.perf_counter() - t0
         while sum(g.embeddings.nbytes for g, _ in _vision.values()) > VISION_CACHE_BYTES and len(_vision) > 1:
             _vision.popitem(last=False)
         return _vision[key]

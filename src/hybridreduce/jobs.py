@@ -35,6 +35,20 @@ def manifest_sample(input, output, params, wildcards) -> None:
     result.write(output.sample)
 
 
+def task_sample(input, output, params, wildcards) -> None:
+    """One document of a real lmms-eval task (:mod:`hybridreduce.lmms.documents`); a document whose video could not
+    be resolved is recorded in ``failures`` here, and frame extraction leaves its frames empty."""
+    row = dict(params.sample)
+    failure = row.pop("failure", None)
+    result = JobResult(rule="task_sample", params=params.sample)
+    result.add("samples", Sample(**row).to_row())
+    if failure:
+        print(f"sample {row['sample_id']} has no usable video: {failure}", flush=True)  # the job's log
+        result.add("failures", {"sample_id": row["sample_id"], "stage": "task_sample", "path": row["video_path"],
+                                "kind": "missing", "reason": failure})
+    result.write(output.sample)
+
+
 def _save_npz(path: str, **arrays: np.ndarray) -> None:
     with atomic_write(path, "wb", suffix=".npz") as f:
         np.savez(f, **arrays)
@@ -43,16 +57,20 @@ def _save_npz(path: str, **arrays: np.ndarray) -> None:
 def extract_frames(input, output, params, wildcards) -> None:
     """Decode the sample's video. A video that cannot be used is recorded in ``failures`` and leaves an empty
     frames file (0 frames), so the other samples go on and downstream jobs know to skip this one."""
-    sample = read_result(input.sample)["tables"]["samples"][0]
+    tables = read_result(input.sample)["tables"]
+    sample = tables["samples"][0]
     sampling = FrameSampling.from_config(params.frames)
     result = JobResult(rule="extract_frames", params=params.frames)
     t0 = time.perf_counter()
     try:
+        if tables.get("failures"):  # the dataset stage found no video for it (recorded there)
+            raise VideoError("missing", sample["video_path"], tables["failures"][0]["reason"])
         video = decode_frames(sample["video_path"], sampling)
     except VideoError as e:
         print(f"sample {sample['sample_id']} failed: {e.kind}: {e.reason} ({e.path})", flush=True)  # the job's log
-        result.add("failures", {"sample_id": sample["sample_id"], "stage": "extract_frames", "path": e.path,
-                                "kind": e.kind, "reason": e.reason})
+        if not tables.get("failures"):
+            result.add("failures", {"sample_id": sample["sample_id"], "stage": "extract_frames", "path": e.path,
+                                    "kind": e.kind, "reason": e.reason})
         h, w = sampling.size
         _save_npz(output.frames, frames=np.zeros((0, h, w, 3), np.uint8), timestamps=np.zeros(0))
         result.write(output.result)
@@ -74,28 +92,56 @@ def extract_frames(input, output, params, wildcards) -> None:
     result.write(output.result)
 
 
-def reduce_redundancy(input, output, params, wildcards) -> None:
-    """Masks of one pre-LLM method at every pruning rate ``q`` for every sample, on the vision tokens of one model
-    (its encoder and projector; one job per model and method). Infer jobs apply exactly these masks. Keys of the
-    npz, per sample and rate: ``<sample>/q=<q>/keep`` ``(T, h, w)`` bool, ``<sample>/q=<q>/time_s`` (the method's
-    wall time), and for merging methods ``<sample>/q=<q>/merged`` ``(kept, D)``: the tokens that replace the kept
-    ones."""
+def encode_vision(input, output, params, wildcards) -> None:
+    """Every sample's vision tokens on one model (its encoder and projector), once per model and video: the
+    redundancy jobs and every infer job of the model read them instead of encoding again per method and setting.
+    Output folder: ``<sample>.safetensors`` per sample (:func:`~.redundancy.save_grid`) and ``index.json`` (the
+    encoded samples, and those left out because frame extraction kept no frames: recorded in ``failures``)."""
+    import os
+
     import torch  # only the jobs that need it pay for the import
 
     from .models import load_adapter
-    from .redundancy import mask_arrays
+    from .redundancy import save_grid
 
-    method, cfg = wildcards.method, params.redundancy
-    torch.set_num_threads(params.threads)  # the infer jobs' threads: the same encodings, bit for bit
-    result = JobResult(rule="reduce_redundancy", params={"model": wildcards.model, "method": method, **cfg})
+    torch.set_num_threads(params.threads)  # the infer jobs' threads, as when they encoded for themselves
     adapter = load_adapter(wildcards.model, params.model, device=params.device)
-    masks = {}
+    index = {"model": wildcards.model, "encoded": [], "no_frames": []}
     for frames_path, sample_path in zip(input.frames, input.samples, strict=True):
         sample_id = read_result(sample_path)["tables"]["samples"][0]["sample_id"]
         frames, timestamps = read_extracted(frames_path)
         if not len(frames):  # extraction failed: already recorded in `failures`
+            index["no_frames"].append(sample_id)
             continue
+        t0 = time.perf_counter()
         grid = adapter.encode_video(frames, timestamps)
+        save_grid(os.path.join(output.vision, f"{sample_id}.safetensors"), grid, time.perf_counter() - t0)
+        index["encoded"].append(sample_id)
+    with atomic_write(os.path.join(output.vision, "index.json")) as f:
+        json.dump(index, f, indent=1)
+    print(f"{len(index['encoded'])} of {len(input.samples)} samples encoded by {wildcards.model}", flush=True)
+
+
+def reduce_redundancy(input, output, params, wildcards) -> None:
+    """Masks of one pre-LLM method at every pruning rate ``q`` for every sample, on the vision tokens of one model
+    (``encode_vision``'s; one job per model and method). Infer jobs apply exactly these masks. Keys of the npz,
+    per sample and rate: ``<sample>/q=<q>/keep`` ``(T, h, w)`` bool, ``<sample>/q=<q>/time_s`` (the method's
+    wall time), and for merging methods ``<sample>/q=<q>/merged`` ``(kept, D)``: the tokens that replace the kept
+    ones."""
+    import os
+
+    import torch  # only the jobs that need it pay for the import (no model: these jobs read the tokens)
+
+    from .redundancy import load_grid, mask_arrays
+
+    method, cfg = wildcards.method, params.redundancy
+    torch.set_num_threads(params.threads)
+    result = JobResult(rule="reduce_redundancy", params={"model": wildcards.model, "method": method, **cfg})
+    with open(os.path.join(input.vision, "index.json")) as f:
+        encoded = json.load(f)["encoded"]  # the samples with frames (the others are recorded in `failures`)
+    masks = {}
+    for sample_id in encoded:
+        grid, _ = load_grid(os.path.join(input.vision, f"{sample_id}.safetensors"))
         seed = zlib.crc32(f"{params.seed}:{sample_id}".encode())
         for q in cfg["q"]:
             arrays, row = mask_arrays(method, grid, q, seed=seed)
@@ -169,11 +215,12 @@ def infer(input, output, params, wildcards) -> None:
     print(f"offline: {flags}; as the libraries read them: "
           + ", ".join(f"{lib} offline={on}" for lib, on in offline_state().items()), flush=True)
 
-    # frames as frame extraction saved them, pre-LLM masks as the redundancy stage computed them on this model
+    # frames as frame extraction saved them, vision tokens as encode_vision and pre-LLM masks as the redundancy
+    # stage computed them on this model
     job = Setting(model_name=wildcards.model, model=params.model, pre=wildcards.pre,
                   pre_q=float(params.run["pre_llm_q"]), frames=params.frames, reduction=params.reduction,
                   run=RunOptions.from_config(params.run), seed=params.seed,
-                  frames_dir=os.path.abspath(params.frames_dir),
+                  frames_dir=os.path.abspath(params.frames_dir), vision_dir=os.path.abspath(input.vision),
                   pre_masks=os.path.abspath(input.masks[0]) if input.masks else None)
     # the job's settings differ only in their in-LLM method and budget, listed in `settings`
     shared = {k: v for k, v in asdict(job).items() if k not in ("method", "budget")}
@@ -240,6 +287,8 @@ def render_report(input, output, params, wildcards) -> None:
 JOBS = {
     "synthesize_sample": synthesize_sample,
     "manifest_sample": manifest_sample,
+    "task_sample": task_sample,
+    "encode_vision": encode_vision,
     "extract_frames": extract_frames,
     "reduce_redundancy": reduce_redundancy,
     "build_model": build_model,

@@ -34,8 +34,9 @@ class Setting:
 
     ``model``: the model's config (``kind``, ``path``, ...); ``frames``: frame sampling for videos the plugin
     decodes itself; ``reduction``: the in-LLM schedule options (``reduction.methods.DEFAULTS`` fill the rest);
-    ``frames_dir`` / ``pre_masks``: in the workflow, frame extraction's output and the redundancy stage's masks of
-    this model and pre-LLM method (None: decode the document's video / run the pre-LLM method in the setting).
+    ``frames_dir`` / ``vision_dir`` / ``pre_masks``: in the workflow, frame extraction's output, this model's vision
+    tokens (``encode_vision``) and the redundancy stage's masks of this model and pre-LLM method (None: decode the
+    document's video / encode it / run the pre-LLM method in the setting).
     """
 
     model_name: str
@@ -50,6 +51,7 @@ class Setting:
     run: RunOptions = field(default_factory=RunOptions)
     seed: int = 0
     frames_dir: str | None = None
+    vision_dir: str | None = None
     pre_masks: str | None = None
 
     @property

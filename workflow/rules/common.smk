@@ -8,6 +8,7 @@ from hybridreduce.config import (base_model, check_checkpoints, check_study_name
                                  inference_settings, model_paths, training_data, validate_config)
 from hybridreduce.dataset import read_manifest, study_samples
 from hybridreduce.dataset.synthetic import generator_settings
+from hybridreduce.lmms.documents import task_samples
 
 
 validate_config(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
@@ -16,7 +17,12 @@ STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
 # sample_id -> video path (manifests are read and validated here, before any job runs)
 VIDEOS = study_samples(config, RESULTS)
+# the documents of the real lmms-eval tasks (scoring.tasks), read offline: sample `<task>/<doc_id>` each
+TASK_ROWS = {row["sample_id"]: row for row in task_samples(config)}
+VIDEOS.update({sample: row["video_path"] for sample, row in TASK_ROWS.items()})
 SAMPLES = list(VIDEOS)
+# the samples of the local lmms-eval task (hybridreduce_local): the synthetic or manifest ones
+LOCAL_SAMPLES = [s for s in SAMPLES if s not in TASK_ROWS]
 # model name -> checkpoint folder (a configured path, or where build_model writes it)
 MODEL_PATHS = model_paths(config, RESULTS, workflow.basedir)
 # A pretraining run (config/pretrain-tiny.yaml) only builds and trains its models, into pretraining.out_dir.
@@ -54,7 +60,8 @@ def video_input(wildcards):
     # (extract_frames), not a DAG error; Snakemake itself reads inputs (checksums in its metadata), and an
     # unreadable one would stop the whole run.
     path = VIDEOS[wildcards.sample]
-    return [path] if config["dataset"]["source"] == "synthetic" or os.access(path, os.R_OK) else []
+    made = config["dataset"]["source"] == "synthetic" and wildcards.sample not in TASK_ROWS  # synthesize_sample's
+    return [path] if made or os.access(path, os.R_OK) else []
 
 
 # --- inference: how settings are spread over jobs (inference.job_per) ------------------------------------------
@@ -86,7 +93,7 @@ def model_setting(wildcards):
 
 
 def frames_input(wildcards):
-    # every sample's extracted frames: the infer and redundancy jobs read these, never the videos
+    # every sample's extracted frames: encode_vision reads them, infer their timestamps; no later job reads a video
     return expand(f"{RESULTS}/frames/{{sample}}.npz", sample=SAMPLES)
 
 

@@ -1,10 +1,14 @@
-# Dataset stage: one job per sample writes the sample record (and, for the synthetic benchmark, its video).
+# Dataset stage: one job per sample writes the sample record (and, for the synthetic benchmark, its video). Its
+# samples: the synthetic benchmark's or a manifest's (dataset.source), and every document of the real lmms-eval
+# tasks (sample ids `<task>/<doc_id>`, which no other source uses).
 if config["dataset"]["source"] == "synthetic":
 
     rule synthesize_sample:
         output:
             video=f"{RESULTS}/dataset/videos/{{sample}}.{config['dataset']['synthetic'].get('container', 'mp4')}",
             sample=f"{RESULTS}/dataset/samples/{{sample}}.json",
+        wildcard_constraints:
+            sample=r"[^/]+",
         params:
             # video i depends on the generator settings and i alone: growing the benchmark keeps existing videos
             synthetic={k: v for k, v in config["dataset"]["synthetic"].items() if k != "num_videos"},
@@ -31,6 +35,8 @@ else:
     rule manifest_sample:
         output:
             sample=f"{RESULTS}/dataset/samples/{{sample}}.json",
+        wildcard_constraints:
+            sample=r"[^/]+",
         params:
             # The row itself, not the manifest file: editing one row reruns that sample only.
             sample=lambda wildcards: MANIFEST_ROWS[wildcards.sample],
@@ -47,3 +53,26 @@ else:
             "../../envs/cpu.yaml"
         script:
             "../scripts/job.py"
+
+
+rule task_sample:
+    output:
+        sample=f"{RESULTS}/dataset/samples/{{sample}}.json",
+    wildcard_constraints:
+        sample=r"[^/]+/\d+",
+    params:
+        # the document as read from the task's dataset: a changed document reruns its sample only
+        sample=lambda wildcards: TASK_ROWS[wildcards.sample],
+    log:
+        f"{RESULTS}/logs/task_sample/{{sample}}.log",
+    group:
+        "frames"
+    resources:
+        # cluster job size (workflow/profiles/slurm): config `resources.task_sample`, scaled by the attempt
+        mem_mb=job_size("task_sample", "mem_mb"),
+        runtime=job_size("task_sample", "runtime"),
+        cpus_per_task=lambda wildcards, threads: threads,
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/job.py"

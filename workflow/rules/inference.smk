@@ -8,9 +8,9 @@
 # FLOPs and timings as it goes, so no sample is run twice for one setting.
 rule lmms_task:
     input:
-        samples=expand(f"{RESULTS}/dataset/samples/{{sample}}.json", sample=SAMPLES),
+        samples=expand(f"{RESULTS}/dataset/samples/{{sample}}.json", sample=LOCAL_SAMPLES),
         # samples whose video could not be decoded (recorded in `failures` by extract_frames) are left out
-        frames=expand(f"{RESULTS}/frames/{{sample}}.json", sample=SAMPLES),
+        frames=expand(f"{RESULTS}/frames/{{sample}}.json", sample=LOCAL_SAMPLES),
     output:
         task=directory(f"{RESULTS}/lmms_eval/task"),
     log:
@@ -27,6 +27,7 @@ rule infer:
         model=model_input,
         task=local_task_input,
         frames=frames_input,
+        vision=f"{RESULTS}/vision/{{model}}",
         masks=redundancy_input,
     output:
         # the job's result file (every setting's rows)

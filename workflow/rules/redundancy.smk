@@ -1,18 +1,45 @@
-# Visual redundancy reduction before the LLM, on each model's own vision tokens: one job per model and method over
-# every sample, all pruning rates q at once. The infer jobs apply these masks (redundancy_input).
-rule reduce_redundancy:
+# Each model's vision tokens of every sample, encoded once per model and video: the redundancy jobs and every infer
+# job of that model read them.
+rule encode_vision:
     input:
-        frames=expand(f"{RESULTS}/frames/{{sample}}.npz", sample=SAMPLES),
+        frames=frames_input,
         samples=expand(f"{RESULTS}/dataset/samples/{{sample}}.json", sample=SAMPLES),
         model=model_input,
+    output:
+        vision=directory(f"{RESULTS}/vision/{{model}}"),
+    params:
+        model=model_setting,
+        device=config["inference"]["device"],
+        threads=config["inference"]["threads"],
+    log:
+        f"{RESULTS}/logs/encode_vision/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/encode_vision/{{model}}.tsv"
+    threads: config["inference"]["threads"]
+    resources:
+        # cluster job size (workflow/profiles/slurm): config `resources.encode_vision`, scaled by the attempt
+        mem_mb=job_size("encode_vision", "mem_mb"),
+        runtime=job_size("encode_vision", "runtime"),
+        cpus_per_task=lambda wildcards, threads: threads,
+        gpu=uses_gpu,
+    conda:
+        MODEL_ENV
+    script:
+        "../scripts/job.py"
+
+
+# Visual redundancy reduction before the LLM, on each model's own vision tokens: one job per model and method over
+# every sample, all pruning rates q at once, on CPUs (no model: the tokens come from encode_vision). The infer jobs
+# apply these masks (redundancy_input).
+rule reduce_redundancy:
+    input:
+        vision=f"{RESULTS}/vision/{{model}}",
     output:
         masks=f"{RESULTS}/redundancy/{{model}}/{{method}}.npz",
         result=f"{RESULTS}/redundancy/{{model}}/{{method}}.json",
     params:
         # Not the method list: adding a method must not rerun the others.
         redundancy={k: v for k, v in config["redundancy"].items() if k != "methods"},
-        model=model_setting,
-        device=config["inference"]["device"],
         threads=config["inference"]["threads"],
         seed=config["seed"],
     log:
@@ -27,8 +54,7 @@ rule reduce_redundancy:
         mem_mb=job_size("reduce_redundancy", "mem_mb"),
         runtime=job_size("reduce_redundancy", "runtime"),
         cpus_per_task=lambda wildcards, threads: threads,
-        gpu=uses_gpu,
     conda:
-        MODEL_ENV
+        "../../envs/cpu.yaml"
     script:
         "../scripts/job.py"

@@ -160,23 +160,28 @@ class HybridReduceLMM(lmms):
         from ..video import read_extracted
 
         doc = self.task_dict[task][split][doc_id]
+        # the local task's own id, else the dataset stage's id of a real task's document
         sample_id = str(doc.get("sample_id") or f"{task}/{doc_id}")
-        visuals = [v for v in doc_to_visual(doc) if isinstance(v, str)]
-        if not visuals:
-            self._record([self.runner.failure(sample_id, "missing", f"task {task}: document {doc_id} has no video")],
-                         task, doc_id)
-            return ""
         height, width = self.sampling.size
-        step = f"decoding {visuals[0]} to {width}x{height} frames"
         try:
-            if self.frames_dir and doc.get("sample_id"):  # the workflow: frame extraction decoded it already
+            if self.frames_dir:  # the workflow: frame extraction decoded every document's video already
+                path = os.path.join(self.frames_dir, f"{sample_id}.npz")
                 step = f"reading the extracted frames of {sample_id}"
-                frames, timestamps = read_extracted(os.path.join(self.frames_dir, f"{sample_id}.npz"))
+                if not os.path.exists(path):
+                    raise ConfigError(f"task {task}, document {doc_id}: no extracted frames at {path}; the dataset "
+                                      "stage did not list this document (were scoring.tasks or scoring.limit changed "
+                                      "outside the workflow?)")
+                frames, timestamps = read_extracted(path)
             else:
-                video = decoded_frames(visuals[0], self.sampling)
+                visuals = [v for v in doc_to_visual(doc) if isinstance(v, str)]
+                if not visuals:
+                    raise VideoError("missing", "", f"task {task}: document {doc_id} has no video")
+                path = visuals[0]
+                step = f"decoding {path} to {width}x{height} frames"
+                video = decoded_frames(path, self.sampling)
                 frames, timestamps = video.frames, video.timestamps
-            if not len(frames):
-                raise VideoError("zero_frames", visuals[0], "frame extraction kept no frames of this video")
+            if not len(frames):  # the reason is in `failures`, from the stage that found it
+                raise VideoError("zero_frames", path, "frame extraction kept no frames of this video")
             question, options = split_choices(context)
             step = f"answering from {len(frames)} frames of {width}x{height}"
             events = json.loads(doc.get("events") or "[]")  # the local task's ground truth (synthetic samples)

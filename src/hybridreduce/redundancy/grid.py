@@ -39,3 +39,40 @@ def patchify(frames: np.ndarray, patch_size: int) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(frames[:, : h * patch_size, : w * patch_size])).float()
     x = x.reshape(t, h, patch_size, w, patch_size, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(t, h, w, patch_size * patch_size * c)
+
+
+def save_grid(path: str, grid: TokenGrid, time_s: float) -> None:
+    """Write one video's grid and the seconds its encoding took as a safetensors file (atomically).
+
+    Embeddings keep their values exactly: they are stored in bfloat16 or float16 when that holds them exactly
+    (a bf16 model's tokens, cast to float32 by its adapter), else in float32; pixels in uint8 when they are whole
+    numbers in [0, 255] (a tiny model's patches of the 8-bit frames), else in float32."""
+    from safetensors.torch import save
+
+    from ..files import atomic_write
+
+    emb = grid.embeddings.detach().float().cpu().contiguous()
+    for dtype in (torch.bfloat16, torch.float16):
+        if torch.equal(emb.to(dtype).float(), emb):
+            emb = emb.to(dtype)
+            break
+    tensors = {"embeddings": emb, "time_s": torch.tensor(float(time_s), dtype=torch.float64)}
+    if grid.pixels is not None:
+        px = grid.pixels.detach().float().cpu().contiguous()
+        whole = bool(torch.equal(px, px.round()) and px.min() >= 0 and px.max() <= 255) if px.numel() else True
+        tensors["pixels"] = px.to(torch.uint8) if whole else px
+    if grid.frame_interval_s is not None:
+        tensors["frame_interval_s"] = torch.tensor(float(grid.frame_interval_s), dtype=torch.float64)
+    with atomic_write(path, "wb", suffix=".safetensors") as f:
+        f.write(save(tensors))
+
+
+def load_grid(path: str, device: str | torch.device = "cpu") -> tuple[TokenGrid, float]:
+    """The grid :func:`save_grid` wrote (float32 embeddings and pixels on ``device``) and its encoding seconds."""
+    from safetensors.torch import load_file
+
+    t = load_file(path)
+    pixels = t["pixels"].float().to(device) if "pixels" in t else None
+    interval = float(t["frame_interval_s"]) if "frame_interval_s" in t else None
+    return (TokenGrid(embeddings=t["embeddings"].float().to(device), pixels=pixels, frame_interval_s=interval),
+            float(t["time_s"]))
