@@ -170,6 +170,18 @@ def test_invalid_config_value_is_rejected_with_its_field(tmp_path):
     proc = run_snakemake(tmp_path, cfg, check=False)
     assert "config field 'frames'" in proc.stderr and "num_frame" in proc.stderr
 
+    # a method's own rates: only for a method the stage runs, and holding the rate inference applies
+    cfg = tiny_config()
+    cfg["redundancy"]["method_q"] = {"divprune": [0.5]}
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert "redundancy.method_q: divprune not in redundancy.methods (evs, random)" in proc.stderr
+    cfg["redundancy"]["method_q"] = {"evs": [0.9]}
+    cfg["inference"]["pre_llm"] = ["none", "evs"]
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert ("inference.pre_llm_q: 0.5 is not one of redundancy.method_q.evs (0.9); the infer jobs apply the "
+            "redundancy stage's evs masks at this rate") in proc.stderr
+    assert not (tmp_path / "results").exists()
+
 
 def test_manifest_of_own_videos_records_every_failure_and_goes_on(tmp_path):
     from hybridreduce.video import write_video
@@ -411,3 +423,8 @@ def test_infer_reads_the_extracted_frames_and_applies_the_redundancy_masks(tmp_p
     rates["redundancy"]["q"] = [0.5, 0.9]
     jobs = planned_jobs(run_snakemake(work, rates, "-n").stdout)
     assert jobs == {"reduce_redundancy": 4, "infer": 2, "collect": 1, "report": 1, "all": 1}
+    # one method's own rates: that method's masks (each model's) and the infer jobs that apply them
+    rates = json.loads(json.dumps(cfg))
+    rates["redundancy"]["method_q"] = {"evs": [0.5, 0.9]}
+    jobs = planned_jobs(run_snakemake(work, rates, "-n").stdout)
+    assert jobs == {"reduce_redundancy": 2, "infer": 2, "collect": 1, "report": 1, "all": 1}

@@ -83,19 +83,32 @@ def validate_config(config: dict, schema_path: str) -> dict:
     return config
 
 
+def method_rates(config: dict, method: str) -> list[float]:
+    """The pruning rates at which the redundancy stage runs ``method``: ``redundancy.method_q``'s, else
+    ``redundancy.q``."""
+    redundancy = config.get("redundancy") or {}
+    return list((redundancy.get("method_q") or {}).get(method, redundancy.get("q", [])))
+
+
 def _check_pre_llm(config: dict) -> None:
     """Inference applies the redundancy stage's masks: its pre-LLM methods and rate must be ones that stage makes."""
     inference, redundancy = config.get("inference") or {}, config.get("redundancy") or {}
-    missing = [m for m in inference.get("pre_llm", []) if m != "none" and m not in redundancy.get("methods", [])]
+    methods = redundancy.get("methods", [])
+    stray = [m for m in (redundancy.get("method_q") or {}) if m not in methods]
+    if stray:
+        raise ConfigError(f"redundancy.method_q: {', '.join(stray)} not in redundancy.methods ({', '.join(methods)})")
+    missing = [m for m in inference.get("pre_llm", []) if m != "none" and m not in methods]
     if missing:
         raise ConfigError(f"inference.pre_llm: {', '.join(missing)} not in redundancy.methods "
-                          f"({', '.join(redundancy.get('methods', []))}); the infer jobs apply the masks that the "
+                          f"({', '.join(methods)}); the infer jobs apply the masks that the "
                           "redundancy stage computes, so add them there")
-    uses_pre = any(m != "none" for m in inference.get("pre_llm", []))
-    if uses_pre and inference.get("pre_llm_q") not in redundancy.get("q", []):
-        raise ConfigError(f"inference.pre_llm_q: {inference.get('pre_llm_q')} is not one of redundancy.q "
-                          f"({', '.join(map(str, redundancy.get('q', [])))}); the infer jobs apply the redundancy "
-                          "stage's masks at this rate")
+    for method in inference.get("pre_llm", []):
+        rates = method_rates(config, method)
+        if method != "none" and inference.get("pre_llm_q") not in rates:
+            where = "redundancy.method_q." + method if method in (redundancy.get("method_q") or {}) else "redundancy.q"
+            raise ConfigError(f"inference.pre_llm_q: {inference.get('pre_llm_q')} is not one of {where} "
+                              f"({', '.join(map(str, rates))}); the infer jobs apply the redundancy stage's {method} "
+                              "masks at this rate")
 
 
 def merge_config(base: dict, override: dict) -> dict:

@@ -38,8 +38,8 @@ rule reduce_redundancy:
         masks=f"{RESULTS}/redundancy/{{model}}/{{method}}.npz",
         result=f"{RESULTS}/redundancy/{{model}}/{{method}}.json",
     params:
-        # Not the method list: adding a method must not rerun the others.
-        redundancy={k: v for k, v in config["redundancy"].items() if k != "methods"},
+        # This method's rates alone: adding a method or changing another's rates must not rerun it.
+        redundancy=lambda wildcards: {"q": method_rates(config, wildcards.method)},
         threads=config["inference"]["threads"],
         seed=config["seed"],
     log:
