@@ -271,8 +271,8 @@ def test_paper_config_dry_runs_without_weights_on_the_real_tasks_documents(tmp_p
     overlay, docs = fake_task_overlay(tmp_path)
     proc = run_snakemake(tmp_path, None, "--configfile", str(REPO / "config/paper.yaml"), str(overlay), "-n")
     jobs = planned_jobs(proc.stdout)
-    # one job per setting (inference.job_per: setting): 2 models x 2 pre-LLM x (none + 9 methods x 3 budgets)
-    assert jobs["infer"] == 2 * 2 * (1 + 9 * 3) and "build_model" not in jobs
+    # one job per setting (inference.job_per: setting): 2 models x 3 pre-LLM x (none + 10 methods x 3 budgets)
+    assert jobs["infer"] == 2 * 3 * (1 + 10 * 3) and "build_model" not in jobs
     # the benchmark's own videos pass through the DAG: a sample and a frame extraction per document
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     assert jobs["task_sample"] == len(docs) and jobs["synthesize_sample"] == paper["dataset"]["synthetic"]["num_videos"]
@@ -378,6 +378,7 @@ def test_infer_reads_the_extracted_frames_and_applies_the_redundancy_masks(tmp_p
     cfg["probing"]["enabled"] = False
     cfg["inference"].update(pre_llm=["none", "evs"], methods=["none", "hybrid_progressive", "fastv"])
     cfg["scoring"] = {"tasks": ["hybridreduce_local", "videomme"], "hf_home": str(hf_home)}
+    cfg["redundancy"]["methods"] = ["evs", "random", "cdpruner"]  # cdpruner reads the question encode_vision stores
     dag = run_snakemake(work, cfg, "--dag").stdout
     labels = dict(re.findall(r'(\d+)\[label = "([a-z_]+)', dag))
     edges = {(labels[a], labels[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dag)}
@@ -410,19 +411,24 @@ def test_infer_reads_the_extracted_frames_and_applies_the_redundancy_masks(tmp_p
     assert rows(db, """SELECT count(*), bool_and(i.vision_tokens_in = r.tokens_kept) FROM inference i
                        JOIN visual_reduction r ON r.model = i.model AND r.sample_id = i.sample_id
                        AND r.method = i.pre_method AND r.q = i.pre_q""") == [(2 * 2 * (4 + 2), True)]
+    # the query-conditioned method ran on every usable sample of both tasks, on each model's tokens
+    assert rows(db, "SELECT model, count(DISTINCT sample_id), bool_and(tokens_kept = (SELECT max(tokens_kept) FROM "
+                    "visual_reduction e WHERE e.method = 'evs' AND e.q = r.q AND e.model = r.model AND e.sample_id = "
+                    "r.sample_id)) FROM visual_reduction r WHERE method = 'cdpruner' GROUP BY ALL ORDER BY ALL") == [
+        ("tiny_hybrid", 4 + 2, True), ("tiny_transformer", 4 + 2, True)]
 
     # what a change reruns: frame sampling reruns extraction, the masks and inference, not the data or the models
     more_frames = json.loads(json.dumps(cfg))
     more_frames["frames"]["num_frames"] = 12
     jobs = planned_jobs(run_snakemake(work, more_frames, "-n").stdout)
-    assert jobs["extract_frames"] == 4 + 3 and jobs["encode_vision"] == 2 and jobs["reduce_redundancy"] == 4
+    assert jobs["extract_frames"] == 4 + 3 and jobs["encode_vision"] == 2 and jobs["reduce_redundancy"] == 6
     assert jobs["infer"] == 4
     assert "synthesize_sample" not in jobs and "task_sample" not in jobs and "build_model" not in jobs
     # the pruning rates rerun the masks and the infer jobs that apply them, not the unreduced ones
     rates = json.loads(json.dumps(cfg))
     rates["redundancy"]["q"] = [0.5, 0.9]
     jobs = planned_jobs(run_snakemake(work, rates, "-n").stdout)
-    assert jobs == {"reduce_redundancy": 4, "infer": 2, "collect": 1, "report": 1, "all": 1}
+    assert jobs == {"reduce_redundancy": 6, "infer": 2, "collect": 1, "report": 1, "all": 1}
     # one method's own rates: that method's masks (each model's) and the infer jobs that apply them
     rates = json.loads(json.dumps(cfg))
     rates["redundancy"]["method_q"] = {"evs": [0.5, 0.9]}

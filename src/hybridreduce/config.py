@@ -90,6 +90,16 @@ def method_rates(config: dict, method: str) -> list[float]:
     return list((redundancy.get("method_q") or {}).get(method, redundancy.get("q", [])))
 
 
+# the pre-LLM methods with settings of their own: config section redundancy.<method>, passed to the method
+METHOD_OPTIONS = ("cdpruner", "dart_embed")
+
+
+def method_options(config: dict, method: str) -> dict:
+    """The settings of a pre-LLM ``method`` (``redundancy.<method>``, schema defaults filled; ``{}`` for a method
+    without any)."""
+    return dict((config.get("redundancy") or {}).get(method) or {}) if method in METHOD_OPTIONS else {}
+
+
 def _check_pre_llm(config: dict) -> None:
     """Inference applies the redundancy stage's masks: its pre-LLM methods and rate must be ones that stage makes."""
     inference, redundancy = config.get("inference") or {}, config.get("redundancy") or {}

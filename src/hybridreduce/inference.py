@@ -57,6 +57,15 @@ def _evidence_survival(evidence, evidence_in, layout, result, schedule) -> dict:
             "evidence_survival": counts[-1] / total if total else None}
 
 
+def with_query(adapter, grid, question: str, options: list[str]):
+    """``grid`` with the question's token embeddings at the LLM input (``TokenGrid.query``): the query part of the
+    model's own prompt for it, which the query-conditioned pre-LLM methods compare the vision tokens with."""
+    if grid.query is not None:
+        return grid
+    prompt = adapter.build_prompt(grid, None, question, options)
+    return replace(grid, query=prompt.embeds[0, prompt.layout.query_idx].detach().float())
+
+
 # A question of which more than this share of tokens is unknown to the model's tokenizer is flagged: the model
 # cannot read it, so its answer is a guess (the tiny models' word-level tokenizer on questions about own videos).
 UNREADABLE_SHARE = 0.2
@@ -113,7 +122,7 @@ class SettingRunner:
             _vision.popitem(last=False)
         return _vision[key]
 
-    def _pre_llm(self, sample_id: str, grid):
+    def _pre_llm(self, sample_id: str, grid, question: str, options: list[str]):
         """The grid the pre-LLM method leaves, its keep mask (None: all kept) and the method's time."""
         if self.pre == "none":
             return grid, None, 0.0
@@ -122,6 +131,7 @@ class SettingRunner:
                 raise ConfigError(f"no pre-LLM mask for sample {sample_id} ({self.pre}, q {self.pre_q}) in the "
                                   "redundancy stage's output")
             return apply_masks(grid, self.masks[sample_id])
+        grid = with_query(self.adapter, grid, question, options)  # for the query-conditioned methods
         t0 = time.perf_counter()
         seed = zlib.crc32(f"{self.seed}:{sample_id}".encode())
         grid, keep = reduce_grid(self.pre, grid, self.pre_q, seed=seed)
@@ -150,7 +160,7 @@ class SettingRunner:
         reset_peak_memory(device)
         grid, vision_s = self._encode(sample_id, frames, timestamps)
         # a merging method also replaces the kept tokens by the merged ones
-        grid, keep, pre_s = self._pre_llm(sample_id, grid)
+        grid, keep, pre_s = self._pre_llm(sample_id, grid, question, options)
         prompt = adapter.build_prompt(grid, keep, question, options)
         unknown = adapter.unknown_share(question, options)
         if unknown > UNREADABLE_SHARE:

@@ -101,6 +101,7 @@ def encode_vision(input, output, params, wildcards) -> None:
 
     import torch  # only the jobs that need it pay for the import
 
+    from .inference import with_query
     from .models import load_adapter
     from .redundancy import save_grid
 
@@ -108,14 +109,17 @@ def encode_vision(input, output, params, wildcards) -> None:
     adapter = load_adapter(wildcards.model, params.model, device=params.device)
     index = {"model": wildcards.model, "encoded": [], "no_frames": []}
     for frames_path, sample_path in zip(input.frames, input.samples, strict=True):
-        sample_id = read_result(sample_path)["tables"]["samples"][0]["sample_id"]
+        sample = read_result(sample_path)["tables"]["samples"][0]
+        sample_id = sample["sample_id"]
         frames, timestamps = read_extracted(frames_path)
         if not len(frames):  # extraction failed: already recorded in `failures`
             index["no_frames"].append(sample_id)
             continue
         t0 = time.perf_counter()
         grid = adapter.encode_video(frames, timestamps)
-        save_grid(os.path.join(output.vision, f"{sample_id}.safetensors"), grid, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        grid = with_query(adapter, grid, sample["question"], list(sample["options"]))
+        save_grid(os.path.join(output.vision, f"{sample_id}.safetensors"), grid, seconds)
         index["encoded"].append(sample_id)
     with atomic_write(os.path.join(output.vision, "index.json")) as f:
         json.dump(index, f, indent=1)
@@ -124,7 +128,8 @@ def encode_vision(input, output, params, wildcards) -> None:
 
 def reduce_redundancy(input, output, params, wildcards) -> None:
     """Masks of one pre-LLM method at every pruning rate ``q`` for every sample, on the vision tokens of one model
-    (``encode_vision``'s; one job per model and method). Infer jobs apply exactly these masks. Keys of the npz,
+    (``encode_vision``'s, with the question's token embeddings for query-conditioned methods; one job per model and
+    method). Infer jobs apply exactly these masks. Keys of the npz,
     per sample and rate: ``<sample>/q=<q>/keep`` ``(T, h, w)`` bool, ``<sample>/q=<q>/time_s`` (the method's
     wall time), and for merging methods ``<sample>/q=<q>/merged`` ``(kept, D)``: the tokens that replace the kept
     ones."""
@@ -144,7 +149,7 @@ def reduce_redundancy(input, output, params, wildcards) -> None:
         grid, _ = load_grid(os.path.join(input.vision, f"{sample_id}.safetensors"))
         seed = zlib.crc32(f"{params.seed}:{sample_id}".encode())
         for q in cfg["q"]:
-            arrays, row = mask_arrays(method, grid, q, seed=seed)
+            arrays, row = mask_arrays(method, grid, q, seed=seed, options=cfg.get("options"))
             masks.update({f"{sample_id}/q={q}/{k}": v for k, v in arrays.items()})
             result.add("visual_reduction", {"sample_id": sample_id, "model": wildcards.model, **row})
     _save_npz(output.masks, **masks)

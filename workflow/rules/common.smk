@@ -5,7 +5,7 @@ import glob
 import os
 
 from hybridreduce.config import (base_model, check_checkpoints, check_study_name, claim_study_name,
-                                 inference_settings, method_rates, model_paths, training_data, validate_config)
+                                 inference_settings, method_options, method_rates, model_paths, training_data, validate_config)
 from hybridreduce.dataset import read_manifest, study_samples
 from hybridreduce.dataset.synthetic import generator_settings
 from hybridreduce.lmms.documents import task_samples

@@ -39,7 +39,8 @@ rule reduce_redundancy:
         result=f"{RESULTS}/redundancy/{{model}}/{{method}}.json",
     params:
         # This method's rates alone: adding a method or changing another's rates must not rerun it.
-        redundancy=lambda wildcards: {"q": method_rates(config, wildcards.method)},
+        redundancy=lambda wildcards: {"q": method_rates(config, wildcards.method),
+                                      **({"options": o} if (o := method_options(config, wildcards.method)) else {})},
         threads=config["inference"]["threads"],
         seed=config["seed"],
     log:

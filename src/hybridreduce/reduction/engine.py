@@ -26,15 +26,17 @@ class Scorer:
     """How a stage ranks vision tokens.
 
     Attributes:
-        kind: ``unified`` (attention and Mamba layers), ``attention`` (attention layers only), ``random``, or
+        kind: ``unified`` (attention and Mamba layers), ``attention`` (attention layers only), ``random``,
             ``oracle`` (a control: the ground-truth evidence tokens of ``PromptLayout.evidence`` first, the others
-            in random order).
+            in random order), or ``dart`` (DART's pivots and least-duplicated tokens, :func:`dart_keep`).
         query: ``question`` (every query token asks) or ``last_token`` (FastV / PDrop).
         mamba_decay: include the SSM's position-dependent decay in the Mamba score (ablation).
         seed: for ``random``.
         mamba_signed: the signed ``C_t . B_s`` instead of its magnitude (ablation).
         mamba_head_max: the maximum over heads instead of the mean (ablation).
         mamba_x_norm: each source weighted by ``||x_s||`` per head (STUDY.md's option; ablation).
+        image_pivots / text_pivots: for ``dart`` (DART's duplication-based selection, :func:`dart_keep`): its
+            vision and question pivot tokens.
     """
 
     kind: str = "unified"
@@ -44,6 +46,8 @@ class Scorer:
     mamba_signed: bool = False
     mamba_head_max: bool = False
     mamba_x_norm: bool = False
+    image_pivots: int = 4
+    text_pivots: int = 4
 
     def scoring_types(self) -> tuple[str, ...]:
         return (ATTENTION,) if self.kind == "attention" else (ATTENTION, MAMBA)
@@ -85,6 +89,23 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     ties = torch.where(kth_is_nan, nan, scores == kth)
     # the ties that fill the k places left, lowest index first
     return above | (ties & (ties.cumsum(0) <= k - above.sum()))
+
+
+def dart_keep(stack: DecoderStack, i: int, hidden: torch.Tensor, vision: torch.Tensor, query: torch.Tensor, k: int,
+              scorer: Scorer) -> torch.Tensor:
+    """``(|V_cur|,)`` float 1/0: the ``k`` vision tokens DART keeps at stage layer ``i`` (Wen et al., 2025), as its
+    authors' code runs it at layer K = 2: pivots and cosine similarities on the hidden states entering the layer
+    (there: layer K-1's output under the final norm; here: under layer ``i``'s own RMSNorm, which any layer type
+    has); the vision and question pivots are the tokens of largest L1 norm of those states (there: of layer K-1's
+    key states, which a Mamba layer has not; DART reports the pivot criterion barely matters), each pivot taking
+    its share of the least similar vision tokens (:func:`~hybridreduce.redundancy.methods.dart_select`)."""
+    from ..redundancy.methods import dart_select
+
+    _, pre = stack.mixer_input(i, hidden)
+    states = pre.apply()[0].float()  # (L', D)
+    keep = dart_select(states.index_select(0, vision), states.index_select(0, query), k, scorer.image_pivots,
+                       scorer.text_pivots)
+    return keep.float()
 
 
 def score_layer(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, query: torch.Tensor,
@@ -180,6 +201,8 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
             query = torch.arange(first, first + 1, device=hidden.device)
         if scorer.kind == "oracle":
             return vision, evidence.index_select(0, state.index.index_select(0, vision))
+        if scorer.kind == "dart":  # a selection of exactly n_kept, not a ranking: its tokens score 1
+            return vision, dart_keep(stack, i, hidden, vision, query, n_kept, scorer)
         return vision, score_layer(stack, i, hidden, ctx, query, vision, first, scorer, generator)
 
     for i in range(len(stack.layers)):

@@ -75,6 +75,11 @@ REGISTRY: dict[str, InLLMMethod] = {
     "mamba_x_norm": InLLMMethod(
         "progressive", Scorer("unified", "question", mamba_x_norm=True),
         "ablation: paper's schedule, Mamba score times ||x_s|| per head"),
+    "dart": InLLMMethod(
+        "single", Scorer("dart", "question"),
+        "DART (Wen et al., 2025): one stage at layer K (config reduction.fastv_layer, 2 of 32 as in its paper); "
+        "pivots (4 vision and 4 question tokens of largest L1 norm) and the vision tokens least similar to them, "
+        "on the states entering layer K", num_stages=1),
     "early_aggressive": InLLMMethod(
         "single", Scorer("unified", "question"), "ablation: one early stage (FastV-like), unified score", num_stages=1),
     "uniform_ratio": InLLMMethod("uniform", Scorer("unified", "question"), "ablation: equal keep ratio per stage"),
@@ -118,8 +123,8 @@ def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg:
         return no_reduction(num_layers, num_vision), scorer
     scoring = [i for i, t in enumerate(layer_types)
                if t != MLP and (scorer.kind in ("random", "oracle") or t in scorer.scoring_types())]
-    if name == "fastv":
-        # K scales with depth when given as a fraction (FastV: K = 2 of 32 layers); at least one full layer
+    if name in ("fastv", "dart"):
+        # K scales with depth when given as a fraction (FastV's and DART's K = 2 of 32 layers); at least one layer
         first = max(1, _layer(cfg.get("fastv_layer", DEFAULTS["fastv_layer"]), num_layers))
     else:
         first = _layer(method.first_layer if method.first_layer is not None

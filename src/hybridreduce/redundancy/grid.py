@@ -19,11 +19,14 @@ class TokenGrid:
             tokens do not correspond to pixel patches (methods that need pixels then refuse to run).
         frame_interval_s: seconds between the sampled frames the grid was encoded from (None: unknown), for
             models whose positions encode time (Qwen2.5-VL's M-RoPE).
+        query: ``(|Q|, d)`` float32, the question's tokens as the model embeds them at the LLM input (the query part
+            of its prompt), for query-conditioned methods (``cdpruner``, ``dart_embed``); None when unknown.
     """
 
     embeddings: torch.Tensor
     pixels: torch.Tensor | None = None
     frame_interval_s: float | None = None
+    query: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -63,6 +66,8 @@ def save_grid(path: str, grid: TokenGrid, time_s: float) -> None:
         tensors["pixels"] = px.to(torch.uint8) if whole else px
     if grid.frame_interval_s is not None:
         tensors["frame_interval_s"] = torch.tensor(float(grid.frame_interval_s), dtype=torch.float64)
+    if grid.query is not None:
+        tensors["query"] = grid.query.detach().float().cpu().contiguous()
     with atomic_write(path, "wb", suffix=".safetensors") as f:
         f.write(save(tensors))
 
@@ -74,5 +79,6 @@ def load_grid(path: str, device: str | torch.device = "cpu") -> tuple[TokenGrid,
     t = load_file(path)
     pixels = t["pixels"].float().to(device) if "pixels" in t else None
     interval = float(t["frame_interval_s"]) if "frame_interval_s" in t else None
-    return (TokenGrid(embeddings=t["embeddings"].float().to(device), pixels=pixels, frame_interval_s=interval),
-            float(t["time_s"]))
+    query = t["query"].to(device) if "query" in t else None
+    return (TokenGrid(embeddings=t["embeddings"].float().to(device), pixels=pixels, frame_interval_s=interval,
+                      query=query), float(t["time_s"]))

@@ -149,10 +149,131 @@ def temporal_pool(grid: TokenGrid, q: float, seed: int = 0) -> tuple[torch.Tenso
     return keep, merged
 
 
-def reduce_grid(method: str, grid: TokenGrid, q: float, seed: int = 0) -> tuple[TokenGrid, torch.Tensor]:
+def _needs_query(grid: TokenGrid, method: str) -> torch.Tensor:
+    if grid.query is None or not len(grid.query):
+        raise ConfigError(f"redundancy.methods: '{method}' is conditioned on the question, but this token grid "
+                          "carries no question embeddings (TokenGrid.query)")
+    return grid.query.float()
+
+
+def greedy_dpp(kernel_row: Callable[[int], torch.Tensor], diagonal: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy MAP inference of a DPP (Chen et al., NeurIPS 2018, Algorithm 1): ``k`` items, each step adding the one
+    that most increases ``log det L_S``, by an incremental Cholesky update; ``kernel_row(j)`` gives row ``j`` of
+    ``L`` ``(N,)``, ``diagonal`` its diagonal ``(N,)``. Only the selected rows are computed (``k x N`` memory, no
+    ``N x N`` matrix). A gain below 1e-9 of the largest diagonal entry is zero (a copy of a selected item, or the
+    kernel's rank reached): such an item is taken only when nothing with a positive gain is left; gains within
+    that tolerance of the best are ties, which go to the lower index. Returns the ``(k,)`` selected indices in order."""
+    n = len(diagonal)
+    gains = diagonal.double().clone()  # d_i^2: the gain of adding i to the current set
+    tolerance = 1e-9 * float(gains.max()) if n else 0.0
+    cis = torch.zeros(k, n, dtype=torch.float64, device=diagonal.device)
+    chosen = torch.zeros(n, dtype=torch.bool, device=diagonal.device)
+    order = []
+    for step in range(k):
+        free = torch.where(chosen, -torch.inf, gains)
+        if free.max() <= 0:  # no gain left (the kernel's rank is reached): the rest in index order, at once
+            order += torch.nonzero(~chosen).view(-1)[: k - step].tolist()
+            break
+        pick = int(torch.nonzero(free >= free.max() - tolerance)[0])  # ties, to rounding, go to the lower index
+        order.append(pick)
+        chosen[pick] = True
+        d = gains[pick].clamp_min(1e-12).sqrt()
+        e = (kernel_row(pick).double() - cis[:step, pick] @ cis[:step]) / d
+        cis[step] = e
+        gains = gains - e * e
+        # rounding leaves ~1e-16 where the gain is zero (a copy, or the kernel's rank reached): zero is zero
+        gains = torch.where(gains > tolerance, gains, 0.0)
+    return torch.tensor(order, dtype=torch.long)
+
+
+@register("cdpruner")
+def cdpruner(grid: TokenGrid, q: float, seed: int = 0, relevance_weight: float = 0.5) -> torch.Tensor:
+    """CDPruner (Zhang et al., NeurIPS 2025: "Beyond Attention or Similarity: Maximizing Conditional Diversity for
+    Token Pruning in MLLMs"), with the semantics of its authors' code and of OpenVINO GenAI, which ships it:
+
+    - similarity ``S = V V^T`` of the L2-normalised vision tokens;
+    - relevance of each token to the instruction: the mean over the question's tokens of the cosine similarity,
+      negated and min-max normalised over the video's tokens, as both implementations do (``r = minmax(-mean cos)``);
+      the question's tokens are the model's own text-side representation of it, the embeddings of the query part
+      of its prompt at the LLM input (``TokenGrid.query``: our models have no separate text encoder), and the vision
+      tokens are compared in that same space (after the projector);
+    - conditional kernel ``L = diag(r') S diag(r')`` with ``r' = exp(theta / (2 (1 - theta)) r)`` for the relevance
+      weight ``theta`` (``redundancy.cdpruner.relevance_weight``, in [0, 1]): 0 switches relevance off (the plain
+      DPP on ``S``), 1 uses ``r`` itself;
+    - greedy MAP selection (:func:`greedy_dpp`) of EVS's token count at ``q``, over the whole video at once.
+
+    The kernel's rank is at most the token dimension: a kept count above it (the tiny models' 64-dimensional tokens
+    at q = 0.5) leaves the DPP nothing to gain after that many picks, and the rest are taken in (t, i, j) order,
+    as the greedy's ties are (the runtimes' float32 code would take them in an arbitrary order of rounding noise).
+    """
+    if not 0.0 <= relevance_weight <= 1.0:
+        raise ConfigError(f"redundancy.cdpruner.relevance_weight: {relevance_weight} is not in [0, 1]")
+    v = F.normalize(grid.embeddings.reshape(-1, grid.embeddings.shape[-1]).double(), dim=-1)  # (N, d)
+    text = F.normalize(_needs_query(grid, "cdpruner").to(v.device).double(), dim=-1)  # (|Q|, d)
+    relevance = -(v @ text.T).mean(dim=1)  # (N,)
+    relevance = (relevance - relevance.min()) / (relevance.max() - relevance.min() + 1e-6)
+    if relevance_weight < 1:
+        relevance = torch.exp(relevance_weight / (2 * (1 - relevance_weight)) * relevance)
+    order = greedy_dpp(lambda j: relevance[j] * (v @ v[j]) * relevance, relevance * relevance * (v * v).sum(-1),
+                       evs_retained_count(*grid.shape, q))
+    keep = torch.zeros(len(v), dtype=torch.bool)
+    keep[order] = True
+    return keep.view(grid.shape)
+
+
+def dart_select(tokens: torch.Tensor, text: torch.Tensor, k: int, image_pivots: int, text_pivots: int,
+                pivot_norm: torch.Tensor | None = None, text_norm: torch.Tensor | None = None) -> torch.Tensor:
+    """DART's selection (Wen et al., 2025: "Stop Looking for Important Tokens in Multimodal Language Models:
+    Duplication Matters More"), as its authors' code runs it: the ``image_pivots`` vision tokens and the
+    ``text_pivots`` text tokens of largest L1 norm (``pivot_norm`` / ``text_norm``: the norms to rank by; default
+    the tokens' own) are pivots; then each pivot in turn (vision pivots first, each group by descending norm) takes
+    the ``(k - image_pivots) // (image_pivots + text_pivots)`` not yet chosen vision tokens least cosine-similar to
+    it. The kept vision tokens are the vision pivots and those picks (text is never pruned); the remainder of the
+    integer division goes to the last pivots, one each, so exactly ``k`` are kept. ``tokens`` ``(N, d)``, ``text``
+    ``(M, d)``; returns ``(N,)`` bool."""
+    n = len(tokens)
+    image_pivots, text_pivots = min(image_pivots, n), min(text_pivots, len(text))
+    if not 0 < image_pivots <= k:
+        raise ConfigError(f"dart: {image_pivots} vision pivots for {k} kept tokens; the pivots are kept, so there "
+                          "must be at least one and at most the kept count")
+    norm = (pivot_norm if pivot_norm is not None else tokens.abs().sum(-1)).float()
+    tnorm = (text_norm if text_norm is not None else text.abs().sum(-1)).float()
+    pivots = [tokens[int(i)] for i in torch.argsort(norm, descending=True, stable=True)[:image_pivots]]
+    keep = torch.zeros(n, dtype=torch.bool, device=tokens.device)
+    keep[torch.argsort(norm, descending=True, stable=True)[:image_pivots]] = True
+    pivots += [text[int(i)] for i in torch.argsort(tnorm, descending=True, stable=True)[:text_pivots]]
+    rest = k - image_pivots
+    share, extra = divmod(rest, len(pivots))
+    for p, pivot in enumerate(pivots):
+        take = share + (1 if p >= len(pivots) - extra else 0)
+        if not take:
+            continue
+        sim = F.cosine_similarity(tokens.float(), pivot.float()[None], dim=-1)
+        sim = torch.where(keep, torch.inf, sim)  # chosen tokens are not candidates
+        keep[torch.argsort(sim, stable=True)[:take]] = True
+    return keep
+
+
+@register("dart_embed")
+def dart_embed(grid: TokenGrid, q: float, seed: int = 0, image_pivots: int = 4, text_pivots: int = 4
+               ) -> torch.Tensor:
+    """DART at the embedding level, as TensorRT-Edge-LLM ships it: :func:`dart_select` on the vision tokens at the
+    LLM input (after the projector) with the question's token embeddings as the text (``TokenGrid.query``),
+    pivots by the L1 norm of those embeddings, before the LLM runs. The video is one visual span, whose quota is
+    EVS's token count at ``q``; the kept tokens keep their positions (``redundancy.dart_embed.image_pivots`` /
+    ``text_pivots``; DART's defaults, 4 and 4)."""
+    tokens = grid.embeddings.reshape(-1, grid.embeddings.shape[-1]).float()
+    keep = dart_select(tokens, _needs_query(grid, "dart_embed").to(tokens.device), evs_retained_count(*grid.shape, q),
+                       image_pivots, text_pivots)
+    return keep.view(grid.shape).cpu()
+
+
+def reduce_grid(method: str, grid: TokenGrid, q: float, seed: int = 0, options: dict | None = None
+                ) -> tuple[TokenGrid, torch.Tensor]:
     """The grid a pre-LLM ``method`` leaves at pruning rate ``q`` (merged tokens in place of the tokens they are
-    merged into) and its ``(T, h, w)`` bool keep mask."""
-    out = get_method(method)(grid, q, seed)
+    merged into) and its ``(T, h, w)`` bool keep mask. ``options``: the method's own settings (its config section,
+    e.g. ``redundancy.cdpruner``), passed as keyword arguments."""
+    out = get_method(method)(grid, q, seed, **(options or {}))
     if isinstance(out, tuple):
         keep, merged = out
         return replace(grid, embeddings=merged), keep
@@ -164,12 +285,13 @@ def keep_mask(method: str, grid: TokenGrid, q: float, seed: int = 0) -> torch.Te
     return reduce_grid(method, grid, q, seed)[1]
 
 
-def mask_arrays(method: str, grid: TokenGrid, q: float, seed: int = 0) -> tuple[dict, dict]:
+def mask_arrays(method: str, grid: TokenGrid, q: float, seed: int = 0, options: dict | None = None
+                ) -> tuple[dict, dict]:
     """What the redundancy stage stores for one sample and rate: arrays ``keep`` ``(T, h, w)`` bool, ``time_s``
     (wall time of the method) and, for a merging method, ``merged`` ``(kept, d)`` (the tokens that replace the
     kept ones), and the ``visual_reduction`` row. :func:`apply_masks` gives the grid back to inference."""
     t0 = time.perf_counter()
-    reduced, keep = reduce_grid(method, grid, q, seed)
+    reduced, keep = reduce_grid(method, grid, q, seed, options)
     time_s = time.perf_counter() - t0
     keep = keep.cpu()
     arrays = {"keep": keep.numpy(), "time_s": np.float64(time_s)}

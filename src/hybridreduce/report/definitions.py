@@ -18,6 +18,15 @@ PRE_LLM = {
     "pool": ("control: temporal average pooling (the downsampling baseline): frames in K = ⌊T·(1−q) + ½⌋ "
              "contiguous groups, each group's tokens at a position averaged into one token at the group's first "
              "frame."),
+    "cdpruner": ("CDPruner (Zhang et al., NeurIPS 2025; OpenVINO GenAI's semantics) at EVS's token count: a "
+                 "conditional DPP over the whole video, kernel diag(r′) S diag(r′) with S the tokens' cosine "
+                 "similarity and r′ = exp(θ / (2(1−θ)) · r), r the min-max normalised negated mean cosine of each "
+                 "token to the question's token embeddings at the LLM input, θ = redundancy.cdpruner."
+                 "relevance_weight; greedy MAP selection. Query-conditioned."),
+    "dart_embed": ("DART at the embedding level (Wen et al., 2025; TensorRT-Edge-LLM's semantics) at EVS's token "
+                   "count: the vision and question tokens of largest L1 norm are pivots (redundancy.dart_embed); "
+                   "each pivot in turn takes its share of the tokens least cosine-similar to it; the vision pivots "
+                   "are kept. Duplicates of a pivot go; positions are kept."),
 }
 
 IN_LLM = {
@@ -33,6 +42,11 @@ IN_LLM = {
               "one retained ratio λ per stage, solved from the budget; the last layer of each stage ranks the "
               "tokens it saw by the last token's score, head mean, and the next stage sees the kept ones (on a "
               "hybrid, as for FastV)."),
+    "dart": ("DART (Wen et al., 2025; the paper's version, which TensorRT-Edge-LLM's embedding-level dart_embed "
+             "adapts): one stage at layer K (reduction.fastv_layer: 2 of 32 layers, as FastV's); on the states "
+             "entering layer K under its RMSNorm, the 4 vision and 4 question tokens of largest L1 norm are pivots "
+             "(DART ranks by layer K−1's key norms, which a Mamba layer lacks) and each takes its share of the "
+             "vision tokens least cosine-similar to it; the vision pivots are kept. Not query-ranked: duplication."),
     "random": "the paper's schedule, random choice of tokens.",
     "oracle": ("control (synthetic benchmark only): the paper's schedule keeping the ground-truth evidence tokens "
                "(those showing what the question asks about) first, the rest at random: the ceiling of a token "
