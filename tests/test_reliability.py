@@ -153,16 +153,16 @@ def test_sigkill_during_inference_and_collect_then_resume_gives_the_same_databas
 #   - without privileges (as root: every capability dropped), so file permissions apply;
 #   - in a new network namespace: no interface but a loopback that is down, i.e. no network at all;
 #   - with a clean environment: PATH, and HOME and TMPDIR of its own (no HF_* variables: the workflow sets them);
-#   - with resources.enforce_mem_mb and `--retries 1`: the infer job's first attempt is held to ISO_MEM_MB, too
-#     little for its frames, the retry to twice that.
+#   - with resources.enforce_mem_mb and `--retries 1`: the encode_vision job's first attempt is held to ISO_MEM_MB,
+#     too little for its frames, the retry to twice that.
 # Its manifest has one good video and one that no one may read (mode 000).
 
 ISO_FRAMES = {"sampling": "uniform", "num_frames": 12, "size": [2048, 2048]}
-# Measured (VmData, what RLIMIT_DATA counts): the infer job holds ~2.2 GB when it starts answering (torch,
-# lmms-eval, datasets' 1 GB arrow pool; it cannot start under 2000 MB), and ~3.55 GB at its peak, decoding 12
-# frames of 2048x2048 and converting them to float for the vision encoder. The first attempt's 2900 MB fails while
-# answering, ~600 MB from either side; the retry's 5800 MB is plenty.
-ISO_MEM_MB = 2900
+# Measured (VmData, what RLIMIT_DATA counts; /tmp/memprobe.py-style, in one process): the encode_vision job holds
+# ~1.2 GB with torch, transformers, the model and one video's 12 frames of 2048x2048 read, and ~2.35 GB at its peak,
+# converting them to float and resizing them for the vision encoder. The first attempt's 1800 MB fails while
+# encoding, ~550 MB from either side; the retry's 3600 MB is plenty. (The infer jobs no longer encode.)
+ISO_MEM_MB = 1800
 
 
 def _iso_config() -> dict:
@@ -175,8 +175,8 @@ def _iso_config() -> dict:
     cfg["inference"] = {"models": ["tiny_transformer"], "pre_llm": ["none"], "methods": ["none"], "budgets": [1.0],
                         "warmup": 0, "repeats": 1}
     big = {"mem_mb": 8000, "runtime": 10}
-    cfg["resources"] = {"enforce_mem_mb": True, "infer": {"mem_mb": ISO_MEM_MB, "runtime": 10},
-                        **{rule: big for rule in ("manifest_sample", "extract_frames", "reduce_redundancy",
+    cfg["resources"] = {"enforce_mem_mb": True, "encode_vision": {"mem_mb": ISO_MEM_MB, "runtime": 10},
+                        **{rule: big for rule in ("manifest_sample", "extract_frames", "infer", "reduce_redundancy",
                                                   "build_model")}}
     return cfg
 
@@ -266,19 +266,19 @@ def _completed(iso) -> None:
     assert iso.proc.returncode == 0, f"the study failed:\n{iso.log[-6000:]}"
 
 
-def test_out_of_memory_is_reported_with_sample_and_setting_and_retried_with_more_memory(iso):
+def test_out_of_memory_is_reported_with_its_sample_and_retried_with_more_memory(iso):
     _completed(iso)
     # the run's output and Snakemake's own log file (.snakemake/log/, where --show-failed-logs copies the failed
     # job's log, which the retry replaces) name the sample, the setting and the limit
     assert iso.snakemake_log
     for text in (iso.log, iso.snakemake_log):
-        assert ("MemoryError: out of memory on sample good (task hybridreduce_local, document 0) in setting "
-                "tiny_transformer/none/none/1.0 (cpu) while ") in text
-        assert (f"rule infer (model=tiny_transformer, pre=none) ran out of memory under its "
+        assert ("MemoryError: out of memory on sample good while encoding 12 frames of 2048x2048 with "
+                "tiny_transformer (cpu): ") in text
+        assert (f"rule encode_vision (model=tiny_transformer) ran out of memory under its "
                 f"limit of mem_mb={ISO_MEM_MB}") in text
     assert "Trying to restart job" in iso.log
-    # the retry ran with attempt x mem_mb and answered
-    job_log = (iso.study / "results/iso/logs/infer/tiny_transformer/none.log").read_text()
+    # the retry ran with attempt x mem_mb, and the study answered from its tokens
+    job_log = (iso.study / "results/iso/logs/encode_vision/tiny_transformer.log").read_text()
     assert job_log.startswith(f"memory limit: {2 * ISO_MEM_MB} MB (resources.enforce_mem_mb; RLIMIT_DATA)")
     assert "out of memory" not in job_log
     with duckdb.connect(str(iso.db), read_only=True) as con:
@@ -352,7 +352,7 @@ def test_a_failed_run_prints_the_command_that_resumes_it(tmp_path):
     cfg = tiny_config("resume")
     cfg["dataset"]["synthetic"]["num_videos"] = 1
     cfg["inference"]["models"] = ["tiny_transformer"]
-    # the infer job fails at run time: held to 500 MB, it cannot import what it needs (see ISO_MEM_MB)
+    # the infer job fails at run time: held to 500 MB, it cannot import what it needs (torch and lmms-eval take ~2 GB)
     cfg["resources"] = {"enforce_mem_mb": True, "infer": {"mem_mb": 500, "runtime": 10}}
     proc = run_snakemake(tmp_path, cfg, check=False)
     assert proc.returncode != 0

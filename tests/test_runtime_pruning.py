@@ -13,6 +13,7 @@ import torch
 from hybridreduce.errors import ConfigError
 from hybridreduce.redundancy import TokenGrid, mask_arrays
 from hybridreduce.redundancy.methods import dart_select, evs_retained_count
+from test_reduction import tiny_adapter  # noqa: F401 (a fixture: both tiny model kinds)
 
 
 def paper_kernel(v: np.ndarray, text: np.ndarray, theta: float) -> np.ndarray:
@@ -168,18 +169,8 @@ def test_dart_refuses_more_pivots_than_kept_tokens():
         mask_arrays("dart_embed", grid, 0.75, options={"image_pivots": 6})
 
 
-@pytest.fixture(scope="module", params=["nemotron_h", "qwen2"])
-def tiny_model(request, tmp_path_factory):
-    from hybridreduce.models import load_adapter
-    from hybridreduce.models.build import build_tiny_model
-
-    path = tmp_path_factory.mktemp(request.param)
-    build_tiny_model({"image_size": 56, "llm": {"family": request.param, "pattern": "M*M-M*", "num_layers": 6}},
-                     str(path), seed=0)
-    return load_adapter(request.param, {"kind": "tiny", "path": str(path)})
-
-
-def test_in_llm_dart_keeps_the_papers_selection_on_the_states_entering_its_layer(tiny_model):
+def test_in_llm_dart_keeps_the_papers_selection_on_the_states_entering_its_layer(tiny_adapter):
+    tiny_model = tiny_adapter
     from hybridreduce.reduction.engine import prefill
     from hybridreduce.reduction.methods import plan
 

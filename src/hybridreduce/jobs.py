@@ -116,7 +116,14 @@ def encode_vision(input, output, params, wildcards) -> None:
             index["no_frames"].append(sample_id)
             continue
         t0 = time.perf_counter()
-        grid = adapter.encode_video(frames, timestamps)
+        try:
+            grid = adapter.encode_video(frames, timestamps)
+        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(e):
+                raise
+            t, h, w = frames.shape[:3]
+            raise MemoryError(f"out of memory on sample {sample_id} while encoding {t} frames of {w}x{h} with "
+                              f"{wildcards.model} ({params.device}): {e}") from e
         seconds = time.perf_counter() - t0
         grid = with_query(adapter, grid, sample["question"], list(sample["options"]))
         save_grid(os.path.join(output.vision, f"{sample_id}.safetensors"), grid, seconds)
