@@ -24,7 +24,7 @@ from hybridreduce.store import TABLES, JobResult, collect
 CHROMIUM = "/usr/bin/chromium"
 MODELS = {"hyb": "M*M-", "trf": "****"}  # a hybrid (Mamba, attention, Mamba, MLP) and a Transformer, 4 layers each
 SAMPLES = [f"s{i}" for i in range(40)]  # enough for the verdicts' paired bootstrap CIs to separate 1.0 from 0.5
-REDUCED = ("hybrid_progressive", "early_aggressive", "mamba_decay", "fastv", "pdrop", "random")
+REDUCED = ("hybrid_progressive", "early_aggressive", "mamba_decay", "fastv", "pdrop", "random", "zero_out")
 
 
 def row(table: str, **values) -> dict:

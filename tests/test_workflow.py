@@ -271,10 +271,13 @@ def test_paper_config_dry_runs_without_weights_on_the_real_tasks_documents(tmp_p
     overlay, docs = fake_task_overlay(tmp_path)
     proc = run_snakemake(tmp_path, None, "--configfile", str(REPO / "config/paper.yaml"), str(overlay), "-n")
     jobs = planned_jobs(proc.stdout)
-    # one job per setting (inference.job_per: setting): 2 models x 3 pre-LLM x (none + 10 methods x 3 budgets)
-    assert jobs["infer"] == 2 * 3 * (1 + 10 * 3) and "build_model" not in jobs
-    # the benchmark's own videos pass through the DAG: a sample and a frame extraction per document
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    inference = paper["inference"]
+    assert inference["budgets"] == [1.0, 0.5, 0.25, 0.1] and inference["with_pre_llm"] is None
+    # one job per setting (inference.job_per: setting): models x pre-LLM inputs x (none + each method x 3 budgets)
+    assert jobs["infer"] == len(inference["models"]) * len(inference["pre_llm"]) * (
+        1 + (len(inference["methods"]) - 1) * 3) and "build_model" not in jobs
+    # the benchmark's own videos pass through the DAG: a sample and a frame extraction per document
     assert jobs["task_sample"] == len(docs) and jobs["synthesize_sample"] == paper["dataset"]["synthetic"]["num_videos"]
     assert jobs["extract_frames"] == jobs["synthesize_sample"] + len(docs)
     for i, doc in enumerate(docs):

@@ -215,7 +215,8 @@ class SettingRunner:
             "vision_per_layer": per_layer, "realised_budget": realised,
             "final_kept_fraction": per_layer[-1] / max(n_in, 1),
             "overall_budget": n_in / prompt.num_vision_full * realised,
-            "flops": prefill_flops(stack, [n_text + n for n in per_layer]),
+            # zeroed tokens are still processed: zero_out saves no compute
+            "flops": prefill_flops(stack, [n_text + (n_in if schedule.zero_out else n) for n in per_layer]),
             "flops_none": prefill_flops(stack, [n_text + n_in] * len(per_layer)),
             "layer_pattern": self.pattern,
             "unknown_share": unknown, "question_unreadable": unknown > UNREADABLE_SHARE,

@@ -19,7 +19,8 @@ from ..reduction.schedule import Schedule
 SCORING_TYPES = (ATTENTION, MAMBA)
 # The Mamba score's variants recorded beside the paper's decay-free score (name -> the scorer that computes it).
 MAMBA_VARIANTS = {"mamba_decay": Scorer(mamba_decay=True), "mamba_signed": Scorer(mamba_signed=True),
-                  "mamba_head_max": Scorer(mamba_head_max=True), "mamba_x_norm": Scorer(mamba_x_norm=True)}
+                  "mamba_head_max": Scorer(mamba_head_max=True), "mamba_x_norm": Scorer(mamba_x_norm=True),
+                  "mamba_clip": Scorer(mamba_clip=True)}
 
 
 @dataclass

@@ -19,7 +19,7 @@ Evidence ranking (``evidence_ranking``): the generator knows which vision tokens
 (:func:`~hybridreduce.dataset.synthetic.evidence_mask`); per scoring layer and score variant, the ROC-AUC and
 recall@k (k = ``topk_frac`` of N) of those tokens on the unreduced forward. Variants: ``attention`` (attention
 layers), ``mamba_decay_free`` (the paper's Mamba score) and its variants ``mamba_decay``, ``mamba_signed``,
-``mamba_head_max``, ``mamba_x_norm`` (Mamba layers; :data:`~.record.MAMBA_VARIANTS`), ``last_token`` (the
+``mamba_head_max``, ``mamba_x_norm``, ``mamba_clip`` (Mamba layers; :data:`~.record.MAMBA_VARIANTS`), ``last_token`` (the
 layer's score with the last token as the query, FastV's), and two controls: ``norm`` (the token's hidden-state
 norm at the layer's input, a saliency score that ignores the question) and ``random``.
 """

@@ -4,7 +4,8 @@ The decoder runs one layer at a time. At each stage layer of a :class:`~.schedul
 present are scored with that layer's own mixer (query-conditioned, one score for attention and Mamba layers), or
 with an earlier layer's (``Schedule.rank_layers``: FastV and PDrop rank with the layer before the stage, on its
 input), and only the top ones are passed on; text tokens are never dropped. The reduced sequence keeps the original
-positions of its tokens. Generation after prefill uses the reduced sequence.
+positions of its tokens. Generation after prefill uses the reduced sequence. With ``Schedule.zero_out`` (an
+ablation) a stage zeroes the tokens it drops instead of removing them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Scorer:
         mamba_signed: the signed ``C_t . B_s`` instead of its magnitude (ablation).
         mamba_head_max: the maximum over heads instead of the mean (ablation).
         mamba_x_norm: each source weighted by ``||x_s||`` per head (STUDY.md's option; ablation).
+        mamba_clip: Mamba layers rank by the clip score instead (:func:`~.importance.mamba_clip_importance`,
+            query-blind; ablation).
         image_pivots / text_pivots: for ``dart`` (DART's duplication-based selection, :func:`dart_keep`): its
             vision and question pivot tokens.
     """
@@ -46,6 +49,7 @@ class Scorer:
     mamba_signed: bool = False
     mamba_head_max: bool = False
     mamba_x_norm: bool = False
+    mamba_clip: bool = False
     image_pivots: int = 4
     text_pivots: int = 4
 
@@ -117,11 +121,13 @@ def score_layer(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, qu
         return torch.rand(len(vision), generator=generator).to(hidden.device)
     if scorer.kind == "oracle":
         raise ValueError("the oracle scorer ranks by the layout's evidence: prefill calls it, not score_layer")
-    from .importance import attention_importance, mamba_importance
+    from .importance import attention_importance, mamba_clip_importance, mamba_importance
 
     mixer, normed = stack.mixer_input(i, hidden)
     if stack.layer_types[i] == ATTENTION:
         return attention_importance(mixer, normed, query, vision, ctx.get("rotary"), query_start=query_start)
+    if scorer.mamba_clip:
+        return mamba_clip_importance(mixer, normed, vision)
     return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay, use_x_norm=scorer.mamba_x_norm,
                             query_start=query_start, signed=scorer.mamba_signed, head_max=scorer.mamba_head_max)
 
@@ -172,6 +178,10 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
 
     index = torch.arange(length, device=embeds.device)
     hidden = embeds
+    # zero_out: the tokens not zeroed (all but the dropped vision tokens), over the whole sequence, which keeps its
+    # length; None when stages remove the tokens they drop
+    alive = torch.ones(length, dtype=torch.bool, device=embeds.device) \
+        if schedule and schedule.zero_out and schedule.stage_layers else None
     state = SeqState(index, layout.position_ids if layout.position_ids is not None else index)
     ctx = stack.begin(hidden, state)
     per_layer, stage_keep, score_s = [], {}, 0.0
@@ -186,16 +196,21 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
     rank_at = {r: l for r, l in zip(schedule.ranking_layers, schedule.stage_layers)} if schedule else {}
     ranked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def present_vision() -> torch.Tensor:
+        """``(L',)`` bool: the vision tokens of the current sequence that are still in play."""
+        cur = is_vision.index_select(0, state.index)
+        return cur if alive is None else cur & alive
+
     def rank(i: int, n_kept: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(vision, scores)``: the positions of the present vision tokens in the current sequence and their
         scores by layer ``i``; None when the stage keeps all or none of them (nothing to rank)."""
         if fixed_keep is not None or not 0 < n_kept < n_vision:
             return None
-        cur_vision = is_vision.index_select(0, state.index)
-        vision = torch.nonzero_static(cur_vision, size=n_vision).view(-1)  # their positions
+        vision = torch.nonzero_static(present_vision(), size=n_vision).view(-1)  # their positions
         if scorer.query == "question":
             query = torch.nonzero_static(is_query.index_select(0, state.index), size=n_query).view(-1)
-            first = query_start - (len(layout.vision_idx) - n_vision)  # all dropped tokens lay before it
+            # all removed tokens lay before it (zeroed ones stay in place)
+            first = query_start - (len(layout.vision_idx) - n_vision if alive is None else 0)
         else:  # the last token asks
             first = hidden.shape[1] - 1
             query = torch.arange(first, first + 1, device=hidden.device)
@@ -211,7 +226,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                 synchronize(hidden.device)  # on GPU, score_s holds this stage's work only (not the layers before)
             t0 = time.perf_counter()
             # index_select, not advanced indexing, for every gather: 4x faster here on a CPU (scratch timing)
-            cur_vision = is_vision.index_select(0, state.index)
+            cur_vision = present_vision()
             if fixed_keep is not None:
                 n_kept = len(fixed_keep[i])
                 # checked outside a capture (the warm-up runs of a captured replay check the same tensors)
@@ -226,12 +241,14 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                     keep_mask.index_fill_(0, vision.index_select(0, chosen), True)
                 elif n_kept > 0:
                     keep_mask.fill_(True)
-            keep = torch.nonzero_static(keep_mask, size=n_text + n_kept).view(-1)
-            hidden, state = hidden.index_select(1, keep), state.select(keep)
             n_vision = n_kept
-            stage_keep[i] = state.index.index_select(
-                0, torch.nonzero_static(is_vision.index_select(0, state.index), size=n_vision).view(-1))
-            ctx = stack.begin(hidden, state)
+            if alive is None:
+                keep = torch.nonzero_static(keep_mask, size=n_text + n_kept).view(-1)
+                hidden, state = hidden.index_select(1, keep), state.select(keep)
+                ctx = stack.begin(hidden, state)
+            else:  # the dropped tokens stay, zeroed below at every later layer's input
+                alive = alive & keep_mask
+            stage_keep[i] = state.index.index_select(0, torch.nonzero_static(present_vision(), size=n_vision).view(-1))
             if timed:
                 synchronize(hidden.device)
                 score_s += time.perf_counter() - t0
@@ -246,6 +263,8 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                 synchronize(hidden.device)
                 score_s += time.perf_counter() - t0
         per_layer.append(n_vision)
+        if alive is not None and i >= schedule.stage_layers[0]:  # a layer's residual update would revive them
+            hidden = hidden * alive[None, :, None].to(hidden.dtype)
         if observer is not None:
             observer(i, hidden, ctx, state)
         hidden = stack.run_layer(i, hidden, ctx)

@@ -24,7 +24,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, rotate_half
 from ..models.mamba_cpu import causal_conv
 from ..models.stack import PreNormed
 
-__all__ = ["attention_importance", "mamba_implicit_attention", "mamba_importance"]
+__all__ = ["attention_importance", "mamba_clip_importance", "mamba_implicit_attention", "mamba_importance"]
 
 
 def _tokens(hidden: torch.Tensor | PreNormed) -> torch.Tensor | PreNormed:
@@ -319,6 +319,28 @@ def mamba_importance(
     if signed:
         score = score - score.min()
     return _normalise(score)
+
+
+def mamba_clip_importance(mixer: nn.Module, hidden: torch.Tensor | PreNormed, vision_idx: torch.Tensor
+                          ) -> torch.Tensor:
+    """The clip score of token reduction for state space models (Zhan et al., EMNLP 2024: "Rethinking Token
+    Reduction for State Space Models"; their code's ``metrics='clip'``): ``I(s) = sum_d max(0, y[s, d])`` of the
+    Mamba block's output ``y``, here the mixer's output on the layer's input (the block's output before its
+    residual add, which the authors' block returns separately). Query-blind: it ranks what each token writes, not
+    what the question reads.
+
+    Args:
+        mixer (`NemotronHMamba2Mixer`): the Mamba-2 mixer of the layer.
+        hidden (`torch.Tensor` of shape `(1, L, D)`, or `PreNormed`): the layer's input after (or, as a
+            `PreNormed`, with) the block's pre-norm.
+        vision_idx (`torch.LongTensor` of shape `(|V|,)`): positions of the vision tokens.
+
+    Returns:
+        `torch.Tensor` of shape `(|V|,)`, float32, non-negative, summing to 1.
+    """
+    normed = hidden.apply() if isinstance(hidden, PreNormed) else hidden
+    y = mixer(normed)[0]  # (L, D): the whole sequence runs, as the recurrence needs every earlier token
+    return _normalise(y.index_select(0, vision_idx.to(y.device)).float().clamp_min(0).sum(dim=-1))
 
 
 @torch.no_grad()

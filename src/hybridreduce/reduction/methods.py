@@ -26,6 +26,7 @@ class InLLMMethod:
     ``stage`` (the stage layer's own mixer, before it runs: the paper's method and its ablations) or ``previous``
     (the last scoring layer before the stage layer, on the tokens present before the stage, after which the
     stage drops: FastV's layer K-1 and PDrop's last layer of each stage, as their official code does).
+    ``zero_out``: the stages zero the dropped tokens instead of removing them (:attr:`Schedule.zero_out`).
     """
 
     schedule: str | None
@@ -34,6 +35,7 @@ class InLLMMethod:
     first_layer: float | int | None = None
     num_stages: int | None = None
     rank: str = "stage"
+    zero_out: bool = False
 
 
 REGISTRY: dict[str, InLLMMethod] = {
@@ -75,6 +77,19 @@ REGISTRY: dict[str, InLLMMethod] = {
     "mamba_x_norm": InLLMMethod(
         "progressive", Scorer("unified", "question", mamba_x_norm=True),
         "ablation: paper's schedule, Mamba score times ||x_s|| per head"),
+    # Mamba clip score (Zhan et al., EMNLP 2024, "Rethinking Token Reduction for State Space Models"): a token's
+    # importance is the sum over channels of the Mamba block's output clamped at 0, query-blind.
+    "mamba_clip": InLLMMethod(
+        "progressive", Scorer("unified", "question", mamba_clip=True),
+        "ablation: paper's schedule, Mamba layers rank by the clip score (sum of the mixer's output clamped at 0, "
+        "query-blind; attention layers as in the paper's method)"),
+    # Claim 3: removing tokens shortens the recurrence; zeroing them keeps every step (and its decay) in place. The
+    # two differ only in what the state sees of the sequence's length and order.
+    "zero_out": InLLMMethod(
+        "progressive", Scorer("unified", "question"),
+        "ablation: the paper's method with the dropped tokens zeroed in place instead of removed (same sequence "
+        "length and positions, no speedup): separates what the Mamba state keeps from what removal shifts",
+        zero_out=True),
     "dart": InLLMMethod(
         "single", Scorer("dart", "question"),
         "DART (Wen et al., 2025): one stage at layer K (config reduction.fastv_layer, 2 of 32 as in its paper); "
@@ -137,7 +152,7 @@ def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg:
                               cfg.get("min_layer_share", DEFAULTS["min_layer_share"]))
     if method.rank == "previous":
         schedule = replace(schedule, rank_layers=ranking_layers_before(schedule.stage_layers, scoring))
-    return schedule, scorer
+    return replace(schedule, zero_out=method.zero_out), scorer
 
 
 def ranking_layers_before(stage_layers: tuple[int, ...], scoring: list[int]) -> tuple[int, ...]:

@@ -40,6 +40,9 @@ class Schedule:
         rank_layers: the layer whose mixer ranks the tokens for each stage, on its input (the tokens present
             before the stage), ``r_k`` with ``l_{k-1} <= r_k <= l_k``; empty: each stage ranks at its own layer
             (the paper's method). FastV and PDrop rank at the layer before the stage, as their official code does.
+        zero_out: a stage zeroes the hidden states of the tokens it drops instead of removing them (the ``zero_out``
+            ablation): the sequence keeps its length and every token its place in the recurrence, and a dropped
+            token is zeroed again at the input of every later layer, so it carries no content past its stage.
     """
 
     kind: str
@@ -48,6 +51,7 @@ class Schedule:
     num_layers: int
     num_vision: int
     rank_layers: tuple[int, ...] = ()
+    zero_out: bool = False
 
     @property
     def ranking_layers(self) -> tuple[int, ...]:

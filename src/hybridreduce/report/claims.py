@@ -288,7 +288,7 @@ SELECT r.model, f.hybrid, r.target, round(avg(r.mean), 4) AS mean_retention, cou
        (SELECT min(n_samples) FROM layer_sparsity s WHERE s.model = r.model) AS samples  -- the same probe set
 FROM probe_retention r JOIN first f USING (model)
 WHERE r.layer > f.first_layer AND r.mean IS NOT NULL GROUP BY ALL ORDER BY r.target, r.model""",
-          judge_retention, evidence=("retention",)),
+          judge_retention, evidence=("retention", "zero_out")),
     Claim(4, "The decay-free Mamba score selects better than the decay-included one (accuracy at equal budget).",
           "on every hybrid model (no pre-LLM reduction), at the budgets < 1 both ran: hybrid_progressive (decay-free) "
           "is significantly more accurate than mamba_decay (same schedule, decay-included Mamba score) at one budget "

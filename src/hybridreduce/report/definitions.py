@@ -58,6 +58,12 @@ IN_LLM = {
     "mamba_signed": "ablation: the paper's schedule, Mamba score with the signed C_t·B_s (no magnitude).",
     "mamba_head_max": "ablation: the paper's schedule, Mamba score with the maximum over heads instead of the mean.",
     "mamba_x_norm": "ablation: the paper's schedule, Mamba score times ‖x_s‖ per head (STUDY.md's option).",
+    "mamba_clip": ("ablation: the paper's schedule, Mamba layers rank by the clip score of token reduction for state "
+                   "space models (Zhan et al., EMNLP 2024): Σ_d max(0, y_s,d) of the mixer's output, query-blind; "
+                   "attention layers as in the paper's method."),
+    "zero_out": ("ablation: the paper's method with the dropped tokens zeroed in place (at every later layer's "
+                 "input) instead of removed: same length, positions and recurrence steps, no compute saved. Against "
+                 "hybrid_progressive it separates what removal does to the Mamba state from what the tokens carry."),
     "early_aggressive": ("ablation: one stage at the first stage layer keeping the budget's share (FastV-like, "
                          "aggressive early), unified query-conditioned score."),
     "uniform_ratio": "ablation: the paper's stages with an equal keep ratio per stage.",

@@ -120,6 +120,21 @@ SELECT model || ' · pre-LLM ' || pre_method AS panel, method AS series, budget,
 FROM settings ORDER BY model, pre_method, method, budget DESC""",
         xlabel="realised budget", ylabel="prefill speedup", ref_label="FLOPs limit"),
     Figure(
+        "zero_out", "Removing vs zeroing the dropped tokens", "Token reduction inside the LLM",
+        "Accuracy against the budget asked for: hybrid_progressive (dropped tokens removed) vs the zero_out ablation "
+        "(the same selection, the dropped tokens zeroed in place at every later layer: same sequence length, "
+        "positions and recurrence steps), no pre-LLM reduction. vs_ours: zero_out minus hybrid_progressive with its "
+        "95% paired-bootstrap CI. On a hybrid, a gap says what removing tokens does to the Mamba state beyond losing "
+        "their content (claim 3's mechanism); zero_out saves no compute.",
+        """
+SELECT model AS panel, method AS series, budget AS x, round(accuracy, 4) AS y, round(ci_low, 4) AS ci_low,
+       round(ci_high, 4) AS ci_high, round(vs_ours, 4) AS vs_ours, round(vs_ours_low, 4) AS vs_ours_low,
+       round(vs_ours_high, 4) AS vs_ours_high, hybrid, samples
+FROM settings WHERE pre_method = 'none' AND method IN ('none', 'hybrid_progressive', 'zero_out')
+  AND model IN (SELECT model FROM settings WHERE method = 'zero_out')
+ORDER BY model, method, budget DESC""",
+        xlabel="budget", ylabel="accuracy"),
+    Figure(
         "schedule", "Per-layer kept-token schedule", "Token reduction inside the LLM",
         "Fraction of the vision tokens entering the LLM that each decoder layer processes (mean over samples), per "
         "model, budget and method; no pre-LLM reduction. The budget is the mean of each line over the layers.",

@@ -169,8 +169,9 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("layer", "INTEGER", "scoring layer"),
         ("layer_type", "VARCHAR", "`attention` or `mamba`"),
         ("score", "VARCHAR", ("`attention`, `mamba_decay_free` (the paper's), `mamba_decay`, `mamba_signed`, "
-                              "`mamba_head_max`, `mamba_x_norm` (variants of the Mamba score), `last_token` (FastV's "
-                              "query), `norm` (hidden-state norm, question-blind) or `random`")),
+                              "`mamba_head_max`, `mamba_x_norm`, `mamba_clip` (variants of the Mamba score; "
+                              "`mamba_clip` is query-blind), `last_token` (FastV's query), `norm` (hidden-state "
+                              "norm, question-blind) or `random`")),
         ("auc", "DOUBLE", "ROC-AUC of the ground-truth evidence tokens under the score, mean over probe samples"),
         ("auc_low", "DOUBLE", "2.5th percentile of the bootstrap mean AUC"),
         ("auc_high", "DOUBLE", "97.5th percentile of the bootstrap mean AUC"),
