@@ -160,7 +160,8 @@ def test_pool_averages_contiguous_frame_groups_into_their_first_frame(t, q, grou
 
 
 def test_unknown_method_is_a_config_error(decoded_grid):
-    with pytest.raises(ConfigError, match="unknown method 'fastevs'.*divprune, evs, evs_pixel, pool, random, uniform"):
+    with pytest.raises(ConfigError, match="unknown method 'fastevs' \\(known: cdpruner, dart_embed, divprune, "
+                       "dycoke_ttm, evs, evs_pixel, fastvid, pool, prunevid, random, uniform\\)"):
         keep_mask("fastevs", decoded_grid, 0.5)
 
 

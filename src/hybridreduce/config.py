@@ -91,7 +91,7 @@ def method_rates(config: dict, method: str) -> list[float]:
 
 
 # the pre-LLM methods with settings of their own: config section redundancy.<method>, passed to the method
-METHOD_OPTIONS = ("cdpruner", "dart_embed")
+METHOD_OPTIONS = ("cdpruner", "dart_embed", "fastvid", "prunevid")
 
 
 def method_options(config: dict, method: str) -> dict:

@@ -27,6 +27,15 @@ PRE_LLM = {
                    "count: the vision and question tokens of largest L1 norm are pivots (redundancy.dart_embed); "
                    "each pivot in turn takes its share of the tokens least cosine-similar to it; the vision pivots "
                    "are kept. Duplicates of a pivot go; positions are kept."),
+    "dycoke_ttm": ("DyCoke's temporal token merging (Tao et al., CVPR 2025), its pre-LLM stage: frames in groups of "
+                   "4, each non-reference frame's tokens most similar to their counterpart (same position) pruned at "
+                   "the rate that gives EVS's count (to q ≈ 0.75; above that the reference frames alone)."),
+    "fastvid": ("FastVID (Shen et al., 2025): dynamic temporal segmentation, then per segment salient tokens "
+                "(similarity to the frame's mean, for [CLS] attention) and density-peak anchors into which the "
+                "other tokens merge (redundancy.fastvid); merged tokens sit at their anchor; EVS's count."),
+    "prunevid": ("PruneVid (Huang et al., ACL Findings 2025), its pre-LLM merging: DPC-kNN temporal segments, static "
+                 "positions averaged over the segment (at its first frame), then spatial DPC-kNN clusters merged "
+                 "into their centre (redundancy.prunevid); EVS's count unless the video is mostly static."),
 }
 
 IN_LLM = {
