@@ -319,10 +319,14 @@ def test_dycoke_equals_reference(video, q):
 @pytest.mark.parametrize("options", [{}, {"dyseg_c": 2, "dyseg_tau": 0.5}, {"dyseg_c": 1, "dyseg_tau": -1.0,
                                                                            "dtm_p": 2, "stprune_d": 0.7}])
 def test_fastvid_equals_reference(video, q, options):
-    e = planted_video(**VIDEOS[video], seed=2)
-    reduced, keep = reduce_grid("fastvid", grid_of(e), q, options=options)
-    names = {"dyseg_c": "c", "dyseg_tau": "tau", "stprune_d": "d", "dtm_p": "p"}
-    ref_keep, ref_merged = ref_fastvid(e, q, **{names[key]: v for key, v in options.items()})
+    assert_equals_reference("fastvid", planted_video(**VIDEOS[video], seed=2), q, options, ref_fastvid,
+                            {"dyseg_c": "c", "dyseg_tau": "tau", "stprune_d": "d", "dtm_p": "p"})
+
+
+def assert_equals_reference(method: str, e, q: float, options: dict, reference, names: dict) -> None:
+    """``method``'s mask and merged grid equal ``reference``'s (its options renamed by ``names``)."""
+    reduced, keep = reduce_grid(method, grid_of(e), q, options=options)
+    ref_keep, ref_merged = reference(e, q, **{names[key]: v for key, v in options.items()})
     assert np.array_equal(keep.numpy(), ref_keep)
     assert np.allclose(reduced.embeddings.double().numpy(), ref_merged, atol=1e-5)
 
@@ -332,12 +336,9 @@ def test_fastvid_equals_reference(video, q, options):
 @pytest.mark.parametrize("options", [{}, {"temporal_segment_ratio": 0.5, "threshold": 0.6, "k": 3},
                                      {"cluster_ratio": 0.5, "k": 2}])
 def test_prunevid_equals_reference(video, q, options):
-    e = planted_video(**VIDEOS[video], seed=3)
-    reduced, keep = reduce_grid("prunevid", grid_of(e), q, options=options)
-    names = {"temporal_segment_ratio": "ratio", "threshold": "tau", "cluster_ratio": "cluster_ratio", "k": "k"}
-    ref_keep, ref_merged = ref_prunevid(e, q, **{names[key]: v for key, v in options.items()})
-    assert np.array_equal(keep.numpy(), ref_keep)
-    assert np.allclose(reduced.embeddings.double().numpy(), ref_merged, atol=1e-5)
+    assert_equals_reference("prunevid", planted_video(**VIDEOS[video], seed=3), q, options, ref_prunevid,
+                            {"temporal_segment_ratio": "ratio", "threshold": "tau", "cluster_ratio": "cluster_ratio",
+                             "k": "k"})
 
 
 def test_reference_segmentation_of_a_frame_clustering():
