@@ -248,6 +248,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                 ctx = stack.begin(hidden, state)
             else:  # the dropped tokens stay, zeroed below at every later layer's input
                 alive = alive & keep_mask
+                alive_scale = alive[None, :, None].to(hidden.dtype)  # (1, L, 1), cast once per stage
             stage_keep[i] = state.index.index_select(0, torch.nonzero_static(present_vision(), size=n_vision).view(-1))
             if timed:
                 synchronize(hidden.device)
@@ -264,7 +265,7 @@ def _prefill(stack, embeds, layout, schedule, scorer, fixed_keep, observer) -> P
                 score_s += time.perf_counter() - t0
         per_layer.append(n_vision)
         if alive is not None and i >= schedule.stage_layers[0]:  # a layer's residual update would revive them
-            hidden = hidden * alive[None, :, None].to(hidden.dtype)
+            hidden = hidden * alive_scale
         if observer is not None:
             observer(i, hidden, ctx, state)
         hidden = stack.run_layer(i, hidden, ctx)
