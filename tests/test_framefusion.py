@@ -3,19 +3,24 @@ loops over tokens and layers, on both tiny model kinds (and a hybrid whose layer
 merged values, the budget, infeasible budgets, the plain forward at budget 1, replay."""
 
 import math
+import zlib
 
 import numpy as np
 import pytest
 import torch
 from test_reduction import tiny_adapter  # noqa: F401
 
+from hybridreduce.dataset.sample import LETTERS
 from hybridreduce.errors import ConfigError
+from hybridreduce.inference import SettingRunner
 from hybridreduce.layout import PromptLayout
 from hybridreduce.models import SeqState, load_adapter
 from hybridreduce.models.build import build_tiny_model
 from hybridreduce.models.stack import ATTENTION, MAMBA
 from hybridreduce.reduction.engine import Scorer, prefill, score_layer
 from hybridreduce.reduction.framefusion import framefusion_prefill
+from hybridreduce.redundancy import reduce_grid
+from hybridreduce.setting import RunOptions, Setting
 
 QUESTION, OPTIONS = "What colour was the circle that appeared?", ["red", "green", "blue", "yellow"]
 PER_FRAME = 16  # the tiny adapter's 56 px frames in 14 px patches: 4 x 4 tokens a frame
@@ -362,3 +367,65 @@ def test_settings_are_checked(tiny_adapter):
         framefusion_prefill(*args, 0.5)
     with pytest.raises(ValueError, match="patch_ids must be"):
         framefusion_prefill(*args, 0.5, patch_ids=torch.arange(5))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registered method, as the study's inference runs it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hybrid_model(tmp_path_factory):
+    """A tiny hybrid checkpoint (the model config of test_reduction's tiny_adapter), as a study's model entry."""
+    path = tmp_path_factory.mktemp("ff_hybrid")
+    build_tiny_model({"image_size": 56, "llm": {"family": "nemotron_h", "pattern": "M*M-M*", "num_layers": 6}},
+                     str(path), seed=0)
+    return {"kind": "tiny", "path": str(path)}
+
+
+def run_setting(model: dict, frames: np.ndarray, **fields):
+    """One sample answered by the study's SettingRunner (no warm-up, one timed run); its rows by table."""
+    setting = Setting("ff_hybrid", model, run=RunOptions(warmup=0, repeats=1), **fields)
+    predicted, rows = SettingRunner(setting).answer("s0", "colour", frames, QUESTION, OPTIONS)
+    return predicted, {table: row for table, row in rows}
+
+
+@pytest.mark.parametrize("pre", ["none", "evs"])
+def test_the_study_runs_framefusion_and_records_the_stages_its_input_gave(hybrid_model, pre):
+    """The inference row holds what FrameFusion did on this video (its merge and prune layers and counts), the
+    answer is the reduced prefill's, and after a pre-LLM method each kept token still merges with its own spatial
+    position (its row and column in the frame, read from the pre-LLM keep mask)."""
+    frames = static_frames()
+    cfg = {"framefusion": {"similarity_lower_bound": 0.8, "ratio_lower_bound": 0.1}}
+    predicted, rows = run_setting(hybrid_model, frames, method="framefusion", budget=0.3, reduction=cfg, pre=pre)
+    adapter = load_adapter("nemotron_h", hybrid_model)
+    grid = adapter.encode_video(frames)
+    keep = None
+    if pre == "evs":
+        grid, keep = reduce_grid("evs", grid, 0.5, seed=zlib.crc32(b"0:s0"))  # the runner's seed for sample s0
+    prompt = adapter.build_prompt(grid, keep, QUESTION, OPTIONS)
+    n = len(prompt.layout.vision_idx)
+    cells = torch.nonzero(keep if keep is not None else torch.ones(8, 4, 4, dtype=torch.bool))  # (n, 3): t, i, j
+    reference = framefusion_prefill(adapter.stack, prompt.embeds, prompt.layout, 0.3, 0.8, 0.1,
+                                    patch_ids=cells[:, 1] * 4 + cells[:, 2])
+    inference = rows["inference"]
+    stages = sorted(reference.stage_keep)
+    assert stages and inference["stage_layers"] == stages
+    assert inference["keep_counts"] == [reference.vision_per_layer[layer] for layer in stages]
+    assert inference["vision_per_layer"] == reference.vision_per_layer and inference["vision_tokens_in"] == n
+    assert abs(inference["realised_budget"] - 0.3) <= 1 / n
+    assert predicted == LETTERS[int(torch.argmax(reference.logits[adapter.option_token_ids(4)]))]
+    assert rows["latency"]["prefill_s"] > 0 and rows["latency"]["score_s"] > 0
+
+
+def test_a_budget_this_video_cannot_reach_is_a_failure_row_not_an_answer(hybrid_model):
+    """FrameFusion's reachable budgets depend on the video: at 0.05 the first layer's merges already overspend it
+    (test_a_budget_the_merges_already_overspend_is_refused), which the study records as infeasible for the sample."""
+    predicted, rows = run_setting(hybrid_model, static_frames(), method="framefusion", budget=0.05,
+                                  reduction={"framefusion": {"similarity_lower_bound": 0.8}})
+    assert predicted is None and set(rows) == {"failures"}
+    failure = rows["failures"]
+    assert failure["kind"] == "infeasible_schedule" and "budget 0.05 cannot be reached" in failure["reason"]
+    with pytest.raises(ConfigError, match=r"reduction.framefusion: unknown setting\(s\) lower_bound"):
+        run_setting(hybrid_model, static_frames(), method="framefusion", budget=0.3,
+                    reduction={"framefusion": {"lower_bound": 0.8}})

@@ -16,7 +16,7 @@ from hybridreduce.models import SeqState, load_adapter, stack_for
 from hybridreduce.models.build import build_tiny_model, text_config
 from hybridreduce.reduction.engine import PromptLayout, Scorer, greedy_generate, prefill
 from hybridreduce.reduction.importance import attention_importance, mamba_importance
-from hybridreduce.reduction.methods import REGISTRY, plan
+from hybridreduce.reduction.methods import REGISTRY, method_prefill, plan, realised_schedule
 from hybridreduce.reduction.schedule import KINDS, Schedule, solve_schedule, stage_layers_for
 
 
@@ -158,14 +158,21 @@ def test_every_registry_method_runs_on_both_model_kinds(tiny_adapter, method):
     n = len(prompt.layout.vision_idx)
     if method == "oracle":  # the control ranks by the benchmark's ground truth: any evidence mask will do here
         prompt.layout = replace(prompt.layout, evidence=torch.arange(n) % 7 == 0)
-    schedule, scorer = plan(method, tiny_adapter.stack.layer_types, 0.5, n,
-                            {"first_layer": 1, "num_stages": 2, "min_layer_share": 0})
-    tokens, result = greedy_generate(tiny_adapter.stack, prompt.embeds, prompt.layout, 2, schedule, scorer,
-                                     allowed_tokens=tiny_adapter.option_token_ids(4))
+    cfg = {"first_layer": 1, "num_stages": 2, "min_layer_share": 0}
+    schedule, scorer = plan(method, tiny_adapter.stack.layer_types, 0.5, n, cfg)
+    if REGISTRY[method].runner is None:  # the engine's methods also generate (replaying the reduction)
+        tokens, result = greedy_generate(tiny_adapter.stack, prompt.embeds, prompt.layout, 2, schedule, scorer,
+                                         allowed_tokens=tiny_adapter.option_token_ids(4))
+        assert tokens[0] in tiny_adapter.option_token_ids(4).tolist() and len(tokens) == 2
+    # as inference runs every method: planned, run, and its stages read from the run where the input decides them
+    run = method_prefill(method, tiny_adapter.stack, prompt.embeds, prompt.layout, schedule, scorer, 0.5, cfg,
+                         torch.arange(n) % (grid.shape[1] * grid.shape[2]))
+    result = run()
+    schedule = realised_schedule(schedule, result)
     assert result.vision_per_layer == schedule.tokens_per_layer()
+    assert sorted(result.stage_keep) == list(schedule.stage_layers)
     assert abs(sum(result.vision_per_layer) - 0.5 * n * len(result.vision_per_layer)) <= len(result.vision_per_layer) \
         or method == "none"
-    assert tokens[0] in tiny_adapter.option_token_ids(4).tolist() and len(tokens) == 2
 
 
 def test_oracle_keeps_every_evidence_token_that_fits_then_random_ones(tiny_adapter):

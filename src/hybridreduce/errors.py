@@ -7,6 +7,11 @@ class ConfigError(ValueError):
     """A config or manifest value is invalid. The message names the file/field and what was expected."""
 
 
+class InfeasibleBudget(ConfigError):
+    """A budget an input-dependent reduction cannot reach on this input (e.g. FrameFusion's merges of similar frames
+    already overspend it): the study records it per sample (``failures``, kind ``infeasible_schedule``)."""
+
+
 class VideoError(RuntimeError):
     """A video could not be used. ``kind`` is a short machine-readable category stored in ``failures``.
 

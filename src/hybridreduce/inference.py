@@ -20,10 +20,10 @@ import torch
 
 from .dataset.sample import LETTERS
 from .dataset.synthetic import evidence_mask
-from .errors import ConfigError
+from .errors import ConfigError, InfeasibleBudget
 from .models import layer_pattern, load_adapter
 from .reduction.engine import prefill
-from .reduction.methods import plan
+from .reduction.methods import method_prefill, plan, realised_schedule
 from .redundancy import apply_masks, load_grid, reduce_grid
 from .scoring.flops import prefill_flops
 from .scoring.latency import peak_memory_mb, reset_peak_memory, timed
@@ -188,7 +188,16 @@ class SettingRunner:
         self.answered += 1
         warmup, repeats = (self.run.warmup, self.run.repeats) if timing else (0, 1)
         run = partial(prefill, stack, prompt.embeds, prompt.layout)
-        result, prefill_s = timed(partial(run, schedule, scorer), device, warmup, repeats)
+        # each vision token's place in its frame (tokens are in (t, i, j) order), for FrameFusion's same-position merge
+        t, h, w = grid.shape
+        kept = torch.nonzero(keep.flatten()).view(-1) if keep is not None else torch.arange(t * h * w)
+        method_run = method_prefill(self.method, stack, prompt.embeds, prompt.layout, schedule, scorer, self.budget,
+                                    self.reduction_cfg, (kept % (h * w)).to(device))
+        try:
+            result, prefill_s = timed(method_run, device, warmup, repeats)
+        except InfeasibleBudget as e:  # an input-dependent method that cannot reach the budget on this sample
+            return None, [self.failure(sample_id, "infeasible_schedule", str(e))]
+        schedule = realised_schedule(schedule, result)
         # The baseline is timed in this process too, so a speedup compares runs on one machine. The settings of a
         # job share it: timed once per (model, pre-LLM input, sample), by the first setting that needs it.
         baseline = (self.model_name, str(device), self.pre, self.pre_q, sample_id, n_in, warmup, repeats)

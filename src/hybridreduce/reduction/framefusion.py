@@ -50,9 +50,10 @@ Choices and differences from the authors' code (``thu-nics/FrameFusion``, ``fram
   ``max(1, round(left / layers left))`` (Python's ``round``, half to even, as theirs) vision tokens: never none.
 - **Infeasible budgets.** The authors raise ``ValueError("The cost is too small")`` when the tokens already processed
   exceed the budget (merging all candidates of a layer can overspend a small budget); we raise
-  :class:`~hybridreduce.errors.ConfigError` then, and also when merging never finished by the last layer so that the
-  realised budget exceeds ``b`` by more than ``1/N`` (the authors would not notice: nothing runs after the last layer).
-  These depend on the input (how similar its frames are): a budget can be reachable for one video and not another.
+  :class:`~hybridreduce.errors.InfeasibleBudget` (a ``ConfigError``) then, and also when merging never finished by the
+  last layer so that the realised budget exceeds ``b`` by more than ``1/N`` (the authors would not notice: nothing runs
+  after the last layer). Both depend on the input (how similar its frames are): a budget can be reachable for one
+  video and not another, so the study records them per sample (``failures``, ``infeasible_schedule``).
 
 Realised budget: when merging finishes, ``mean(vision_per_layer) / N`` is within ``1/N`` of ``b``: the top-k branch
 over-spends by less than one token per remaining layer (the floor), pruning by at most half a token per remaining
@@ -72,7 +73,7 @@ from dataclasses import dataclass
 import torch
 
 from ..device import synchronize
-from ..errors import ConfigError
+from ..errors import ConfigError, InfeasibleBudget
 from ..layout import PromptLayout
 from ..models.stack import ATTENTION, MAMBA, DecoderStack, SeqState
 from .engine import PrefillResult, Scorer, prefill, score_layer, top_k_mask
@@ -80,6 +81,20 @@ from .engine import PrefillResult, Scorer, prefill, score_layer, top_k_mask
 NO_PREVIOUS = -2.0  # the similarity of a position's first token (the authors' IGNORE_TOKEN): never a merge candidate
 SCORER = Scorer("unified", "question")
 FLOOR_SLACK = 1e-9
+# the authors' defaults (framefusion/main.py), which the config schema's reduction.framefusion repeats
+DEFAULTS = {"similarity_lower_bound": 0.6, "ratio_lower_bound": 0.1}
+
+
+def framefusion_method(stack: DecoderStack, embeds: torch.Tensor, layout: PromptLayout, budget: float, cfg: dict,
+                       patch_ids: torch.Tensor) -> PrefillResult:
+    """The registered method ``framefusion`` (:data:`~.methods.Runner`): :func:`framefusion_prefill` with the study's
+    ``reduction.framefusion`` settings (its two bounds; this function's defaults where absent)."""
+    options = dict(cfg.get("framefusion") or {})
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"reduction.framefusion: unknown setting(s) {', '.join(unknown)} (known: "
+                          f"{', '.join(DEFAULTS)})")
+    return framefusion_prefill(stack, embeds, layout, budget, **{**DEFAULTS, **options}, patch_ids=patch_ids)
 
 
 def patch_ids_for(tokens_per_frame: int, num_vision: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -93,8 +108,8 @@ def framefusion_prefill(
     embeds: torch.Tensor,
     layout: PromptLayout,
     budget: float,
-    similarity_lower_bound: float = 0.6,
-    ratio_lower_bound: float = 0.1,
+    similarity_lower_bound: float = DEFAULTS["similarity_lower_bound"],
+    ratio_lower_bound: float = DEFAULTS["ratio_lower_bound"],
     observer: Callable[[int, torch.Tensor, dict, SeqState], None] | None = None,
     fixed_keep: dict[int, torch.Tensor] | None = None,
     *,
@@ -125,7 +140,8 @@ def framefusion_prefill(
         for every layer where they changed; ``score_s`` the time spent on similarities, merging and scoring.
 
     Raises:
-        ConfigError: invalid settings, or a budget this input cannot reach (see the module docstring).
+        ConfigError: invalid settings. InfeasibleBudget (a ConfigError): a budget this input cannot reach (see the
+            module docstring).
         ValueError: no spatial positions given, or ``fixed_keep`` differs from the recomputed reduction.
     """
     _check_settings(budget, similarity_lower_bound, ratio_lower_bound)
@@ -319,7 +335,7 @@ class _FrameFusion:
         """Token-layers of the budget left for layers ``i..L-1``; the budget is unreachable if none are."""
         left = self.total - self.spent
         if left < 0:
-            raise ConfigError(
+            raise InfeasibleBudget(
                 f"framefusion: budget {self.budget} cannot be reached on this input: layers 0..{i - 1} already "
                 f"processed {self.spent} vision-token-layers by merging similar tokens, more than the budget's "
                 f"{self.total:.1f} ({self.budget} x {self.num_layers} layers x {self.num_vision} vision tokens); "
@@ -332,7 +348,7 @@ class _FrameFusion:
             return
         over = (self.spent + self.present) / (self.num_layers * self.num_vision) - self.budget
         if over > 1 / self.num_vision + 1e-12:
-            raise ConfigError(
+            raise InfeasibleBudget(
                 f"framefusion: budget {self.budget} cannot be reached on this input: merging had not finished by the "
                 f"last layer ({last}), so the layers process a mean share of {self.budget + over:.4f} of the "
                 f"{self.num_vision} vision tokens; raise the budget or lower "

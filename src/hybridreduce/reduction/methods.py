@@ -8,13 +8,24 @@ scoring layer".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import torch
+
 from ..errors import ConfigError
-from ..models.stack import MLP
+from ..layout import PromptLayout
+from ..models.stack import MLP, DecoderStack
 from ..plugins import IN_LLM, load_plugins
-from .engine import Scorer
+from .engine import PrefillResult, Scorer, prefill
+from .framefusion import framefusion_method
 from .schedule import Schedule, no_reduction, solve_schedule, stage_layers_for
+
+# A method whose reduction depends on the input (where and how many tokens go is decided while the layers run):
+# ``runner(stack, embeds (1, L, D), layout, budget, cfg, patch_ids (N,)) -> PrefillResult``, with ``cfg`` the study's
+# ``reduction`` section and ``patch_ids`` each vision token's spatial position in its frame. It raises
+# InfeasibleBudget for a budget it cannot reach on this input, ConfigError for invalid settings.
+Runner = Callable[[DecoderStack, torch.Tensor, PromptLayout, float, dict, torch.Tensor], PrefillResult]
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,8 @@ class InLLMMethod:
     (the last scoring layer before the stage layer, on the tokens present before the stage, after which the
     stage drops: FastV's layer K-1 and PDrop's last layer of each stage, as their official code does).
     ``zero_out``: the stages zero the dropped tokens instead of removing them (:attr:`Schedule.zero_out`).
+    ``runner``: the prefill of a method whose stages depend on the input (:data:`Runner`; ``schedule`` then names
+    it): :func:`plan` gives no stages, :func:`realised_schedule` reads them from the run.
     """
 
     schedule: str | None
@@ -36,6 +49,7 @@ class InLLMMethod:
     num_stages: int | None = None
     rank: str = "stage"
     zero_out: bool = False
+    runner: Runner | None = None
 
 
 REGISTRY: dict[str, InLLMMethod] = {
@@ -90,6 +104,12 @@ REGISTRY: dict[str, InLLMMethod] = {
         "ablation: the paper's method with the dropped tokens zeroed in place instead of removed (same sequence "
         "length and positions, no speedup): separates what the Mamba state keeps from what removal shifts",
         zero_out=True),
+    "framefusion": InLLMMethod(
+        "framefusion", Scorer("unified", "question"),
+        "FrameFusion (Fu et al., ICCV 2025): from layer 0, merge each vision token into the previous frame's token of "
+        "its position when their hidden states are similar, then prune the rest by the unified query-conditioned "
+        "score to the budget; where and how much depends on the video (reduction.framefusion)",
+        runner=framefusion_method),
     "dart": InLLMMethod(
         "single", Scorer("dart", "question"),
         "DART (Wen et al., 2025): one stage at layer K (config reduction.fastv_layer, 2 of 32 as in its paper); "
@@ -136,6 +156,8 @@ def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg:
     scorer = replace(method.scorer, seed=seed)
     if method.schedule is None or budget >= 1:
         return no_reduction(num_layers, num_vision), scorer
+    if method.runner is not None:  # the run decides the stages
+        return Schedule(method.schedule, (), (), num_layers, num_vision), scorer
     scoring = [i for i, t in enumerate(layer_types)
                if t != MLP and (scorer.kind in ("random", "oracle") or t in scorer.scoring_types())]
     if name in ("fastv", "dart"):
@@ -153,6 +175,27 @@ def plan(name: str, layer_types: list[str], budget: float, num_vision: int, cfg:
     if method.rank == "previous":
         schedule = replace(schedule, rank_layers=ranking_layers_before(schedule.stage_layers, scoring))
     return replace(schedule, zero_out=method.zero_out), scorer
+
+
+def method_prefill(name: str, stack: DecoderStack, embeds: torch.Tensor, layout: PromptLayout, schedule: Schedule,
+                   scorer: Scorer, budget: float, cfg: dict, patch_ids: torch.Tensor) -> Callable[[], PrefillResult]:
+    """The prefill of method ``name`` as :func:`plan` planned it, ready to time: the engine's on the planned
+    ``schedule``, or the method's own :attr:`~InLLMMethod.runner` (at ``budget``; ``patch_ids`` ``(N,)`` the vision
+    tokens' spatial positions)."""
+    runner = get_method(name).runner
+    if runner is None or not budget < 1:
+        return lambda: prefill(stack, embeds, layout, schedule, scorer)
+    return lambda: runner(stack, embeds, layout, budget, cfg, patch_ids)
+
+
+def realised_schedule(schedule: Schedule, result: PrefillResult) -> Schedule:
+    """``schedule`` with the stages a run realised: those of an input-dependent method (no planned stages) are the
+    layers at whose input its count of vision tokens changed, keeping that count."""
+    if schedule.stage_layers or not result.stage_keep:
+        return schedule
+    counts = result.vision_per_layer
+    layers = tuple(i for i, n in enumerate(counts) if n != (counts[i - 1] if i else schedule.num_vision))
+    return replace(schedule, stage_layers=layers, keep_counts=tuple(counts[i] for i in layers))
 
 
 def ranking_layers_before(stage_layers: tuple[int, ...], scoring: list[int]) -> tuple[int, ...]:

@@ -315,11 +315,12 @@ WHERE r.layer > f.first_layer AND r.mean IS NOT NULL GROUP BY ALL ORDER BY r.tar
           f"on every hybrid model and every in-LLM budget < 1: EVS + hybrid_progressive has a lower median total "
           f"time (vision encoding + EVS + prefill) than EVS alone and than hybrid_progressive alone, and its "
           f"accuracy is at most {NEAR * 100:.0f} points below the less accurate of the two. Other pre-LLM methods "
-          "the study ran (the pool control: a merging peer) are shown beside EVS, not judged.",
+          "the study ran (a merging peer such as fastvid; the pool control) are shown beside EVS, each alone and "
+          "stacked, not judged.",
           CLAIM6_SQL, judge_stacking,
           Figure("claim6", "Claim 6: EVS + in-LLM reduction vs either alone", "Claims", "Accuracy against median "
                  "total time per sample (vision encoding + pre-LLM mask + prefill) for no reduction, the pre-LLM "
-                 "method alone (EVS; the pool control), hybrid_progressive alone and both, per hybrid model, pre-LLM "
+                 "method alone (EVS; a merging peer, fastvid; the pool control), hybrid_progressive alone and both, per hybrid model, pre-LLM "
                  "method and in-LLM budget. Up and left is better.",
                  CLAIM6_SQL, kind="scatter", xlabel="total time (ms)", ylabel="accuracy")),
 ]

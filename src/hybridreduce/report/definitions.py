@@ -51,6 +51,13 @@ IN_LLM = {
               "one retained ratio λ per stage, solved from the budget; the last layer of each stage ranks the "
               "tokens it saw by the last token's score, head mean, and the next stage sees the kept ones (on a "
               "hybrid, as for FastV)."),
+    "framefusion": ("FrameFusion (Fu et al., ICCV 2025): from layer 0, at every layer's input, each vision token whose "
+                    "hidden state is cosine-similar (≥ reduction.framefusion.similarity_lower_bound) to the previous "
+                    "frame's token of its spatial position merges into it (their mean, at the earlier token's "
+                    "position) while the budget allows; once a layer's candidates fall below ratio_lower_bound, the "
+                    "next layer prunes the rest by the unified query-conditioned score to spend the budget exactly. "
+                    "Its stage layers and counts depend on the video; a budget a video's merges overspend is "
+                    "infeasible for that sample."),
     "dart": ("DART (Wen et al., 2025; the paper's version, which TensorRT-Edge-LLM's embedding-level dart_embed "
              "adapts): one stage at layer K (reduction.fastv_layer: 2 of 32 layers, as FastV's); on the states "
              "entering layer K under its RMSNorm, the 4 vision and 4 question tokens of largest L1 norm are pivots "
