@@ -91,7 +91,7 @@ def test_every_claim_has_a_verdict(default_study):
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
 def test_default_study_report_renders_in_chromium(default_study, tmp_path):
     assert_renders(default_study / "reports/default/index.html", tmp_path / "default.png",
-                   {"kept", "evs_motion", "accuracy", "speedup", "schedule", "sparsity", "stability", "retention",
+                   {"kept", "evs_motion", "pre_llm_distractors", "accuracy", "speedup", "schedule", "sparsity", "stability", "retention",
                     "evidence", "evidence_survival"})
 
 

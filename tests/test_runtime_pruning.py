@@ -165,8 +165,11 @@ def test_dart_embed_is_the_papers_selection_with_the_question_tokens_as_text_piv
 
 def test_dart_refuses_more_pivots_than_kept_tokens():
     grid = grid_of(np.random.default_rng(0).normal(size=(8, 4)), np.ones((2, 4)), frames=4)
-    with pytest.raises(ConfigError, match="6 vision pivots for 2 kept tokens"):
+    with pytest.raises(ConfigError, match=r"redundancy.dart_embed.image_pivots: 6 vision pivots, but dart_embed keeps "
+                                          r"only 2 tokens at q = 0.75 on this model's 4 x 1 x 2 token grid"):
         mask_arrays("dart_embed", grid, 0.75, options={"image_pivots": 6})
+    with pytest.raises(ConfigError, match="6 vision pivots for 2 kept tokens"):  # the selection itself, as in-LLM
+        dart_select(torch.zeros(8, 4), torch.ones(2, 4), k=2, image_pivots=6, text_pivots=0)
 
 
 def test_in_llm_dart_keeps_the_papers_selection_on_the_states_entering_its_layer(tiny_adapter):

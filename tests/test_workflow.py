@@ -9,11 +9,13 @@ import sys
 import time
 
 import duckdb
+import numpy as np
 import pytest
 import yaml
 from conftest import HUGE_LIMIT, REPO, fake_task_overlay, planned_jobs, run_snakemake, tiny_config, write_bad_media
 from fake_videomme import make_fake_videomme
 
+from hybridreduce.dataset.synthetic import evidence_mask
 from hybridreduce.store import TABLES, collect
 
 
@@ -36,6 +38,21 @@ def test_study_lands_in_duckdb_and_report(tiny_study):
         ("tiny_hybrid", 16), ("tiny_transformer", 16)]
     assert rows(db, "SELECT DISTINCT q, tokens_total, tokens_kept FROM visual_reduction ORDER BY q") == [
         (0.5, 128, 64), (0.75, 128, 32)]
+    # the ground truth's evidence (and distractor) tokens each mask keeps: the masks the infer jobs apply, checked
+    # against the samples' events at the extracted frames' times
+    checked = 0
+    for model, method, sample_id, q, *counts in rows(db, "SELECT model, method, sample_id, q, evidence_tokens, "
+                                                     "evidence_kept, distractor_tokens, distractor_kept FROM "
+                                                     "visual_reduction"):
+        events = json.loads(rows(db, f"SELECT events FROM samples WHERE sample_id = '{sample_id}'")[0][0])
+        times = [t for (t,) in rows(db, f"SELECT timestamp_s FROM frames WHERE sample_id = '{sample_id}' "
+                                        "ORDER BY frame_index")]
+        with np.load(tiny_study / f"results/tiny/redundancy/{model}/{method}.npz") as masks:
+            keep = masks[f"{sample_id}/q={q}/keep"]
+        truth = [evidence_mask(events, times, (4, 4), role) for role in ("target", "distractor")]
+        assert counts == [int(n) for m in truth for n in (m.sum(), (m & keep).sum())], (model, method, sample_id, q)
+        checked += counts[0] > 0
+    assert checked == 16
     assert rows(db, "SELECT count(*) FROM failures") == [(0,)]
     assert rows(db, "SELECT study, seed FROM study") == [("tiny", 0)]
     rules = {r for (r,) in rows(db, "SELECT DISTINCT rule FROM runs")}

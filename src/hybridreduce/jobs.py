@@ -101,6 +101,7 @@ def encode_vision(input, output, params, wildcards) -> None:
 
     import torch  # only the jobs that need it pay for the import
 
+    from .dataset.synthetic import truth_masks
     from .inference import with_query
     from .models import load_adapter
     from .redundancy import save_grid
@@ -126,7 +127,9 @@ def encode_vision(input, output, params, wildcards) -> None:
                               f"{wildcards.model} ({params.device}): {e}") from e
         seconds = time.perf_counter() - t0
         grid = with_query(adapter, grid, sample["question"], list(sample["options"]))
-        save_grid(os.path.join(output.vision, f"{sample_id}.safetensors"), grid, seconds)
+        events = sample.get("events") or []
+        truth = truth_masks(json.loads(events) if isinstance(events, str) else events, timestamps, grid.shape)
+        save_grid(os.path.join(output.vision, f"{sample_id}.safetensors"), grid, seconds, truth)
         index["encoded"].append(sample_id)
     with atomic_write(os.path.join(output.vision, "index.json")) as f:
         json.dump(index, f, indent=1)
@@ -144,7 +147,7 @@ def reduce_redundancy(input, output, params, wildcards) -> None:
 
     import torch  # only the jobs that need it pay for the import (no model: these jobs read the tokens)
 
-    from .redundancy import load_grid, mask_arrays
+    from .redundancy import load_grid, load_truth, mask_arrays
 
     method, cfg = wildcards.method, params.redundancy
     torch.set_num_threads(params.threads)
@@ -153,11 +156,17 @@ def reduce_redundancy(input, output, params, wildcards) -> None:
         encoded = json.load(f)["encoded"]  # the samples with frames (the others are recorded in `failures`)
     masks = {}
     for sample_id in encoded:
-        grid, _ = load_grid(os.path.join(input.vision, f"{sample_id}.safetensors"))
+        path = os.path.join(input.vision, f"{sample_id}.safetensors")
+        grid, _ = load_grid(path)
+        truth = load_truth(path)  # the sample's evidence and distractor tokens (synthetic samples)
         seed = zlib.crc32(f"{params.seed}:{sample_id}".encode())
         for q in cfg["q"]:
             arrays, row = mask_arrays(method, grid, q, seed=seed, options=cfg.get("options"))
             masks.update({f"{sample_id}/q={q}/{k}": v for k, v in arrays.items()})
+            for name in ("evidence", "distractor"):  # NULL without ground truth
+                mask = truth.get(name)
+                row[f"{name}_tokens"] = int(mask.sum()) if mask is not None else None
+                row[f"{name}_kept"] = int((mask & arrays["keep"]).sum()) if mask is not None else None
             result.add("visual_reduction", {"sample_id": sample_id, "model": wildcards.model, **row})
     _save_npz(output.masks, **masks)
     result.write(output.result)

@@ -221,16 +221,17 @@ def _frames(spec: SyntheticSpec, events: list[dict], rng: np.random.Generator, w
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 
-def evidence_mask(events: list[dict], timestamps, grid: tuple[int, int]) -> np.ndarray | None:
+def evidence_mask(events: list[dict], timestamps, grid: tuple[int, int], role: str = "target") -> np.ndarray | None:
     """``(T, gh, gw)`` bool: the vision tokens that show an asked-about (target) event, for frames sampled at
-    ``timestamps`` (seconds) on a token grid ``grid``. An event is visible in a frame at time t when
-    ``start_s <= t < end_s``, as the generator draws it. None when the events carry no grid cell (manifest
-    samples, older synthetic ones) or the token grid is not a multiple of the events' ``cells``: then nothing
-    can say which tokens are evidence."""
+    ``timestamps`` (seconds) on a token grid ``grid``; with ``role="distractor"``, those that show a distractor. An
+    event is visible in a frame at time t when ``start_s <= t < end_s``, as the generator draws it. None when the
+    events carry no grid cell (manifest samples, older synthetic ones) or the token grid is not a multiple of the
+    events' ``cells``: then nothing can say which tokens are evidence."""
     gh, gw = grid
     t = np.asarray(timestamps, dtype=float)
     mask = np.zeros((len(t), gh, gw), dtype=bool)
-    for e in targets(events):
+    chosen = targets(events) if role == "target" else [e for e in events if e.get("role") == role]
+    for e in chosen:
         cells = e.get("cells")
         if not cells or "cell" not in e or gh % cells or gw % cells:
             return None
@@ -239,6 +240,17 @@ def evidence_mask(events: list[dict], timestamps, grid: tuple[int, int]) -> np.n
         visible = (e["start_s"] <= t) & (t < e["end_s"])
         mask[visible, r * sy : (r + 1) * sy, c * sx : (c + 1) * sx] = True
     return mask
+
+
+def truth_masks(events: list[dict], timestamps, grid: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """The ground-truth token masks of a sample on a ``(T, h, w)`` token grid of frames sampled at ``timestamps``:
+    ``evidence`` (target events) and ``distractor`` (distractor events), each ``(T, h, w)`` bool; empty when the
+    sample has no such ground truth or the grid's frames are not the sampled frames (a model that merges frames)."""
+    t, h, w = grid
+    evidence = evidence_mask(events, timestamps, (h, w)) if events else None
+    if evidence is None or len(evidence) != t:
+        return {}
+    return {"evidence": evidence, "distractor": evidence_mask(events, timestamps, (h, w), role="distractor")}
 
 
 def _record(spec: SyntheticSpec, index: int, video_path: str, qtype: str, events: list[dict]) -> Sample:

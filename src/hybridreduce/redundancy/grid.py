@@ -34,6 +34,9 @@ class TokenGrid:
         return t, h, w
 
 
+TRUTH = "truth."  # key prefix of the ground-truth masks stored beside a grid
+
+
 def patchify(frames: np.ndarray, patch_size: int) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 -> ``(T, H // p, W // p, p * p * 3)`` float32 (edges that do not fill a patch are
     dropped, as a ViT's patch embedding does)."""
@@ -44,8 +47,9 @@ def patchify(frames: np.ndarray, patch_size: int) -> torch.Tensor:
     return x.reshape(t, h, w, patch_size * patch_size * c)
 
 
-def save_grid(path: str, grid: TokenGrid, time_s: float) -> None:
-    """Write one video's grid and the seconds its encoding took as a safetensors file (atomically).
+def save_grid(path: str, grid: TokenGrid, time_s: float, truth: dict[str, np.ndarray] | None = None) -> None:
+    """Write one video's grid and the seconds its encoding took as a safetensors file (atomically), with the
+    sample's ground-truth token masks ``truth`` (name -> ``(T, h, w)`` bool, e.g. the evidence tokens), if any.
 
     Embeddings keep their values exactly: they are stored in bfloat16 or float16 when that holds them exactly
     (a bf16 model's tokens, cast to float32 by its adapter), else in float32; pixels in uint8 when they are whole
@@ -68,8 +72,20 @@ def save_grid(path: str, grid: TokenGrid, time_s: float) -> None:
         tensors["frame_interval_s"] = torch.tensor(float(grid.frame_interval_s), dtype=torch.float64)
     if grid.query is not None:
         tensors["query"] = grid.query.detach().float().cpu().contiguous()
+    for name, mask in (truth or {}).items():
+        if tuple(mask.shape) != grid.shape:
+            raise ValueError(f"save_grid: truth mask {name!r} of shape {tuple(mask.shape)}, the grid is {grid.shape}")
+        tensors[TRUTH + name] = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
     with atomic_write(path, "wb", suffix=".safetensors") as f:
         f.write(save(tensors))
+
+
+def load_truth(path: str) -> dict[str, np.ndarray]:
+    """The ground-truth token masks :func:`save_grid` stored with a grid (name -> ``(T, h, w)`` bool; empty: none)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return {k[len(TRUTH):]: f.get_tensor(k).numpy() for k in f.keys() if k.startswith(TRUTH)}
 
 
 def load_grid(path: str, device: str | torch.device = "cpu") -> tuple[TokenGrid, float]:

@@ -262,9 +262,13 @@ def dart_embed(grid: TokenGrid, q: float, seed: int = 0, image_pivots: int = 4, 
     pivots by the L1 norm of those embeddings, before the LLM runs. The video is one visual span, whose quota is
     EVS's token count at ``q``; the kept tokens keep their positions (``redundancy.dart_embed.image_pivots`` /
     ``text_pivots``; DART's defaults, 4 and 4)."""
-    tokens = grid.embeddings.reshape(-1, grid.embeddings.shape[-1]).float()
-    keep = dart_select(tokens, _needs_query(grid, "dart_embed").to(tokens.device), evs_retained_count(*grid.shape, q),
-                       image_pivots, text_pivots)
+    tokens, k = grid.embeddings.reshape(-1, grid.embeddings.shape[-1]).float(), evs_retained_count(*grid.shape, q)
+    if image_pivots > k:  # the grid (so the kept count) is known only once the model has encoded the video
+        t, h, w = grid.shape
+        raise ConfigError(f"redundancy.dart_embed.image_pivots: {image_pivots} vision pivots, but dart_embed keeps "
+                          f"only {k} tokens at q = {q} on this model's {t} x {h} x {w} token grid; the pivots are "
+                          "kept, so there can be at most that many")
+    keep = dart_select(tokens, _needs_query(grid, "dart_embed").to(tokens.device), k, image_pivots, text_pivots)
     return keep.view(grid.shape).cpu()
 
 

@@ -98,6 +98,26 @@ SELECT model || ' · q = ' || q AS panel, method AS series, bin, round(avg(motio
 FROM binned GROUP BY ALL ORDER BY panel, series, bin""",
         xlabel="frame motion (mean |ΔRGB|)", ylabel="kept fraction of the frame"),
     Figure(
+        "pre_llm_distractors", "Evidence kept before the LLM, with and without distractors", "Data",
+        "Share of the ground-truth evidence tokens (those showing the shapes the question asks about) that each "
+        "pre-LLM method keeps, against the pruning rate q, on the videos with distractors (white shapes no question "
+        "asks about, as bright, brief and moving as the targets) and on those without, per model; bars: 95% normal "
+        "CIs over videos. Motion saliency (evs) cannot tell a distractor from a target, so distractors take part of "
+        "its budget; a query-conditioned selection (cdpruner, dart_embed) can, so it should lose less evidence to "
+        "them. distractor_kept: the share of the distractor tokens kept.",
+        """
+WITH v AS (
+    SELECT model, method, q, evidence_kept / evidence_tokens AS kept,
+           distractor_kept / nullif(distractor_tokens, 0) AS distractor_kept,
+           CASE WHEN distractor_tokens > 0 THEN 'with distractors' ELSE 'without distractors' END AS videos
+    FROM visual_reduction WHERE evidence_tokens > 0)
+SELECT model || ' · ' || videos AS panel, method AS series, q AS x, round(avg(kept), 4) AS y,
+       round(avg(kept) - 1.96 * coalesce(stddev_samp(kept), 0) / sqrt(count(*)), 4) AS ci_low,
+       round(avg(kept) + 1.96 * coalesce(stddev_samp(kept), 0) / sqrt(count(*)), 4) AS ci_high,
+       round(avg(distractor_kept), 4) AS distractor_kept, count(*) AS videos
+FROM v GROUP BY model, videos, method, q ORDER BY panel, series, x""",
+        xlabel="q (pruning rate)", ylabel="evidence tokens kept"),
+    Figure(
         "accuracy", "Accuracy vs in-LLM token budget", "Token reduction inside the LLM",
         "Accuracy (lmms-eval, mean per-sample score) against the realised in-LLM budget, per model, pre-LLM method "
         "and in-LLM method, with 95% bootstrap CIs over samples (bars) and the chance level (dotted). The "

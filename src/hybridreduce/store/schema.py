@@ -62,6 +62,13 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("kept_fraction", "DOUBLE", "tokens_kept / tokens_total (the budget)"),
         ("kept_per_frame", "INTEGER[]", "tokens kept in each frame"),
         ("time_ms", "DOUBLE", "wall time of computing the mask"),
+        ("evidence_tokens", "INTEGER", "ground-truth evidence tokens of the video (tokens showing an asked-about "
+                                       "event; NULL without ground truth)"),
+        ("evidence_kept", "INTEGER", "of them, those the method keeps (for a merging method: whose position keeps a "
+                                     "token, possibly a merged one)"),
+        ("distractor_tokens", "INTEGER", "tokens showing a distractor event (0 in a video without distractors; NULL "
+                                         "without ground truth)"),
+        ("distractor_kept", "INTEGER", "of them, those the method keeps"),
     ],
     "training": [
         ("model", "VARCHAR", "model trained by the workflow"),
