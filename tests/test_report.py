@@ -61,7 +61,8 @@ def make_study(folder: Path, name: str = "synthetic", skip: tuple[str, ...] = ()
         for method, per_frame in (("evs", [4, 0, 1, 3]), ("random", [2, 2, 2, 2])):
             jobs["reduce_redundancy"].add("visual_reduction", row(
                 "visual_reduction", sample_id=sid, method=method, q=0.5, frames=4, grid_h=2, grid_w=2, tokens_total=16,
-                tokens_kept=8, kept_fraction=0.5, kept_per_frame=per_frame, time_ms=0.1))
+                tokens_kept=8, kept_fraction=0.5, kept_per_frame=per_frame, time_ms=0.1, evidence_tokens=4,
+                evidence_kept=3 if method == "evs" else 2, distractor_tokens=2 * (i % 2), distractor_kept=i % 2))
     settings = [(m, p, "none", 1.0) for m in MODELS for p in ("none", "evs")]
     settings += [(m, p, meth, b) for m in MODELS for p in ("none", "evs") for meth in REDUCED if meth not in skip
                  for b in (0.5, 0.25)]
