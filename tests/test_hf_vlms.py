@@ -314,3 +314,15 @@ def test_tokenizer_only_checkpoint_builds_video_processor(tmp_path):
     assert t == 1 and h * merge * w * merge >= adapter.video_processor.size.shortest_edge
     prompt = adapter.build_prompt(grid, None, QUESTION, OPTIONS)
     assert torch.isfinite(prefill(adapter.stack, prompt.embeds, prompt.layout).logits).all()
+
+
+def test_the_architecture_without_weights_gives_the_encoded_grid(case, tmp_path):
+    """check-model's view of a checkpoint (meta device: config and processor, no weights) has the model's layer
+    types, and its grid for a frame count and size is the one the loaded model encodes."""
+    case.model.save_pretrained(tmp_path)
+    case.processor.save_pretrained(tmp_path)
+    bare = case.cls(str(tmp_path), weights=False)
+    assert all(p.device.type == "meta" for p in bare.model.parameters())
+    assert bare.stack.layer_types == case.adapter.stack.layer_types
+    for n, h, w in ((4, 96, 128), (5, 96, 128), (3, 224, 160)):
+        assert bare.grid_shape(n, h, w) == case.adapter.encode_video(frames(n, h, w)).shape, (n, h, w)

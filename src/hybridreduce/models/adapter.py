@@ -40,6 +40,11 @@ class VLMAdapter:
         tokens ``(T, h, w, D)`` in the LLM's embedding space (plus the raw patches for pixel-space methods)."""
         raise NotImplementedError
 
+    def grid_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The ``(T', h, w)`` vision token grid of ``num_frames`` frames of ``height x width`` pixels, from the
+        model's config and pre-processing alone (no weights: what ``check-model`` reports)."""
+        raise NotImplementedError
+
     def build_prompt(self, grid: TokenGrid, keep: torch.Tensor | None, question: str, options: list[str]) -> Prompt:
         """Embed ``[prefix][V][Q]`` with the vision tokens that ``keep`` ``(T, h, w)`` retains (all if None). Kept
         tokens keep the position ids they have in the full video."""
@@ -69,13 +74,20 @@ class TinyVLMAdapter(VLMAdapter):
 
     PREFIX = "<bos> video :"
 
-    def __init__(self, path: str, name: str = "tiny", device: str = "cpu", attn_implementation: str = "sdpa"):
+    def __init__(self, path: str, name: str = "tiny", device: str = "cpu", attn_implementation: str = "sdpa",
+                 weights: bool = True):
+        """``weights=False``: the architecture only, on the meta device (its config; no weights read)."""
         from transformers import AutoTokenizer
 
-        from .tiny import TinyVideoVLM
+        from .tiny import TinyVideoVLM, TinyVideoVLMConfig
 
         check_checkpoint(path, f"models.{name}.path")
-        model = TinyVideoVLM.from_pretrained(path, attn_implementation=attn_implementation).to(device).eval()
+        if weights:
+            model = TinyVideoVLM.from_pretrained(path, attn_implementation=attn_implementation).to(device).eval()
+        else:
+            with torch.device("meta"):
+                model = TinyVideoVLM(TinyVideoVLMConfig.from_pretrained(path)).eval()
+            device = "meta"
         self._wrap(model, AutoTokenizer.from_pretrained(path), name, device)
 
     @classmethod
@@ -90,6 +102,10 @@ class TinyVLMAdapter(VLMAdapter):
         self.model, self.tokenizer = model, tokenizer
         self.stack = stack_for(model.language_model)
         self.patch_size = model.config.patch_size
+
+    def grid_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        cells = self.model.config.image_size // self.patch_size  # every frame is resized to image_size
+        return num_frames, cells, cells
 
     def _ids(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, device=self.device)
@@ -166,9 +182,10 @@ ADAPTERS = {
 }
 
 
-def load_adapter(name: str, model_cfg: dict, device: str = "cpu") -> VLMAdapter:
-    """The adapter for ``models.<name>`` of the study config (``kind`` picks the family)."""
+def load_adapter(name: str, model_cfg: dict, device: str = "cpu", weights: bool = True) -> VLMAdapter:
+    """The adapter for ``models.<name>`` of the study config (``kind`` picks the family); ``weights=False``: its
+    architecture on the meta device, from the checkpoint's config and processor alone."""
     kind = model_cfg.get("kind", "tiny")
     if kind not in ADAPTERS:
         raise ConfigError(f"models.{name}.kind: unknown '{kind}' (known: {', '.join(ADAPTERS)})")
-    return ADAPTERS[kind](model_cfg["path"], name=name, device=device)
+    return ADAPTERS[kind](model_cfg["path"], name=name, device=device, weights=weights)

@@ -61,10 +61,24 @@ class _HFVideoAdapter(VLMAdapter):
 
     DEFAULT_NAME: str
 
-    def __init__(self, path: str, name: str | None = None, device: str = "cpu", attn_implementation: str = "sdpa"):
+    def __init__(self, path: str, name: str | None = None, device: str = "cpu", attn_implementation: str = "sdpa",
+                 weights: bool = True):
+        """``weights=False``: the architecture only, on the meta device (config and processor; no weights read)."""
+        from transformers import AutoConfig
+
         name = name or self.DEFAULT_NAME
         check_checkpoint(path, f"models.{name}.path")
-        model = self._model_class().from_pretrained(path, attn_implementation=attn_implementation)
+        if weights:
+            model = self._model_class().from_pretrained(path, attn_implementation=attn_implementation)
+        else:
+            config = AutoConfig.from_pretrained(path)
+            expected = self._model_class().config_class.model_type
+            if config.model_type != expected:
+                raise ConfigError(f"models.{name}: the checkpoint at {path} is a '{config.model_type}' model; this "
+                                  f"adapter ({type(self).__name__}) reads '{expected}'")
+            with torch.device("meta"):
+                model = self._model_class()._from_config(config)
+            device = "meta"
         self._init(model, _load_processor(path), name, device)
 
     @classmethod
@@ -189,6 +203,11 @@ class _HFVideoAdapter(VLMAdapter):
     # ------------------------------------------------------------------------------------------------------------
     # vision
     # ------------------------------------------------------------------------------------------------------------
+    def _processed(self, num_frames: int, height: int, width: int) -> dict:
+        """The video processor's output for blank frames of that size, on the CPU (the grid it gives the tower)."""
+        frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+        return self.video_processor(videos=[frames], return_tensors="pt")
+
     def _preprocess(self, frames: np.ndarray) -> dict:
         """The model inputs for ``(T, H, W, 3)`` uint8 frames, from its video processor."""
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -284,6 +303,11 @@ class NemotronHOmniAdapter(_HFVideoAdapter):
     def _full_positions(self, input_ids: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
         return torch.arange(input_ids.shape[1], device=input_ids.device)
 
+    def grid_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        pv = self._processed(num_frames, height, width)["pixel_values_videos"]  # (T, 3, H', W'), as the tower reads
+        cell = self.patch_size * self.merge
+        return -(-pv.shape[0] // self.temporal_patch), pv.shape[-2] // cell, pv.shape[-1] // cell
+
 
 class Qwen25VLAdapter(_HFVideoAdapter):
     """``Qwen2_5_VLForConditionalGeneration``.
@@ -359,6 +383,10 @@ class Qwen25VLAdapter(_HFVideoAdapter):
         pixels = x.reshape(t, gh // m, gw // m, (m * p) ** 2 * 3).cpu()
         interval = float(np.median(np.diff(timestamps))) if timestamps is not None and len(timestamps) > 1 else None
         return TokenGrid(embeddings=emb.float(), pixels=pixels, frame_interval_s=interval)
+
+    def grid_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        t, gh, gw = self._processed(num_frames, height, width)["video_grid_thw"][0].tolist()
+        return t, gh // self.merge, gw // self.merge
 
     def video_grid_thw(self, grid_shape: tuple[int, int, int]) -> torch.Tensor:
         t, h, w = grid_shape
