@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hybridreduce.errors import ConfigError
 from hybridreduce.redundancy import TokenGrid, mask_arrays
@@ -194,3 +195,21 @@ def test_in_llm_dart_keeps_the_papers_selection_on_the_states_entering_its_layer
     expected = dart_reference(states[layout.vision_idx.numpy()], states[layout.query_idx.numpy()], k, 4, 4)
     result = prefill(stack, prompt.embeds, layout, schedule, scorer)
     assert sorted(result.stage_keep[layer].tolist()) == sorted(int(layout.vision_idx[i]) for i in expected)
+
+
+@pytest.mark.parametrize("section, value, field", [
+    ({"cdpruner": {"relevance_weight": 1.5}}, "1.5", "redundancy.cdpruner.relevance_weight"),
+    ({"cdpruner": {"relevance_weight": -0.1}}, "-0.1", "redundancy.cdpruner.relevance_weight"),
+    ({"dart_embed": {"image_pivots": 0}}, "0", "redundancy.dart_embed.image_pivots"),
+    ({"q": [1.0]}, "1.0", "redundancy.q"),  # q = 1 would keep no token
+])
+def test_bad_runtime_method_settings_are_rejected_at_config_validation(tmp_path, section, value, field):
+    from conftest import REPO
+
+    from hybridreduce.config import load_config
+
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text(yaml.safe_dump({"redundancy": section}))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(REPO), str(overlay))
+    assert field in str(e.value) and value in str(e.value), str(e.value)
