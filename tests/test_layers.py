@@ -13,7 +13,7 @@ FLOORS = [
     {"reduction"},
     {"scoring"},
     {"training"},
-    {"probing", "inference", "store"},
+    {"probing", "inference", "store", "check_model"},
     {"lmms"},
     {"report"},
     {"jobs", "cli", "__main__"},
