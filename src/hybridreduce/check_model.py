@@ -24,7 +24,7 @@ import torch
 from .config import inference_settings, load_config, model_paths
 from .errors import ConfigError
 from .models import layer_pattern, load_adapter
-from .models.stack import ATTENTION, MAMBA, MLP
+from .models.stack import ATTENTION, DELTANET, MAMBA, MLP
 from .reduction.methods import get_method, plan
 from .scoring.flops import prefill_flops
 
@@ -76,7 +76,7 @@ def _size(num_bytes: float) -> str:
 
 
 def _counts(types: list[str]) -> str:
-    names = {MAMBA: "Mamba-2", ATTENTION: "attention", MLP: "MLP"}
+    names = {MAMBA: "Mamba-2", DELTANET: "Gated DeltaNet", ATTENTION: "attention", MLP: "MLP"}
     return ", ".join(f"{types.count(t)} {label}" for t, label in names.items() if types.count(t))
 
 

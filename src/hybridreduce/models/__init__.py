@@ -9,5 +9,5 @@ route_by_device()
 
 __getattr__, __all__ = lazy_exports(__name__, {
     ".adapter": ["ADAPTERS", "Prompt", "VLMAdapter", "load_adapter"],
-    ".stack": ["ATTENTION", "MAMBA", "MLP", "DecoderStack", "SeqState", "layer_pattern", "stack_for"],
+    ".stack": ["ATTENTION", "DELTANET", "MAMBA", "MLP", "DecoderStack", "SeqState", "layer_pattern", "stack_for"],
 })

@@ -179,6 +179,7 @@ ADAPTERS = {
     "tiny": TinyVLMAdapter,
     "nemotron_h_omni": _hf("NemotronHOmniAdapter"),
     "qwen2_5_vl": _hf("Qwen25VLAdapter"),
+    "qwen3_5": _hf("Qwen35Adapter"),
 }
 
 

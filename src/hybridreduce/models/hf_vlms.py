@@ -1,11 +1,13 @@
-"""Adapters for two real transformers video VLMs (transformers 5.23):
+"""Adapters for three real transformers video VLMs (transformers 5.23):
 
 - :class:`NemotronHOmniAdapter` — ``nemotron_h_omni`` (``NemotronH_Omni_Reasoning_V3``): RADIO vision tower,
   pixel shuffle + MLP projector, hybrid Mamba-2 / attention NemotronH LLM (no RoPE).
 - :class:`Qwen25VLAdapter` — ``Qwen2_5_VLForConditionalGeneration``: windowed ViT with 2x2 patch merger and a
   Qwen2 decoder with 3-D multimodal RoPE (M-RoPE).
+- :class:`Qwen35Adapter` — ``Qwen3_5ForConditionalGeneration``: Qwen3-VL-style ViT with 2x2 patch merger and the
+  hybrid Qwen3.5 decoder (Gated DeltaNet / gated attention, 3:1; per-frame M-RoPE).
 
-Both follow :class:`~.adapter.VLMAdapter`: the vision tokens come from the model's own vision tower + projector
+All follow :class:`~.adapter.VLMAdapter`: the vision tokens come from the model's own vision tower + projector
 (pre-processed by the model's own video processor), the prompt is ``[prefix][V][Q]`` with ``V`` one contiguous
 block in ``(t, i, j)`` order, and the decoder runs layer by layer through a :class:`~.stack.DecoderStack`. With
 no reduction, :func:`~hybridreduce.reduction.engine.prefill` reproduces the logits of the model's own forward on
@@ -25,6 +27,7 @@ Without a chat template the text around ``V`` is just ``<bos>?<vision start>`` a
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,9 +38,9 @@ from ..layout import PromptLayout
 from ..redundancy.grid import TokenGrid
 from ..config import check_checkpoint
 from .adapter import Prompt, VLMAdapter, question_text
-from .stack import NemotronHStack, Qwen2Stack
+from .stack import NemotronHStack, Qwen2Stack, Qwen3_5Stack
 
-__all__ = ["NemotronHOmniAdapter", "Qwen25VLAdapter"]
+__all__ = ["NemotronHOmniAdapter", "Qwen25VLAdapter", "Qwen35Adapter"]
 
 _ANSWER = "answer :"
 _SENTINEL = "\x00VIDEO\x00"
@@ -60,6 +63,8 @@ class _HFVideoAdapter(VLMAdapter):
     token id and wrapper tokens), ``_default_video_processor``, ``encode_video`` and ``_full_positions``."""
 
     DEFAULT_NAME: str
+    # extra arguments of every video-processor call (e.g. no frame sampling: the study samples the frames)
+    _video_kwargs: ClassVar[dict] = {}
 
     def __init__(self, path: str, name: str | None = None, device: str = "cpu", attn_implementation: str = "sdpa",
                  weights: bool = True):
@@ -206,13 +211,13 @@ class _HFVideoAdapter(VLMAdapter):
     def _processed(self, num_frames: int, height: int, width: int) -> dict:
         """The video processor's output for blank frames of that size, on the CPU (the grid it gives the tower)."""
         frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
-        return self.video_processor(videos=[frames], return_tensors="pt")
+        return self.video_processor(videos=[frames], return_tensors="pt", **self._video_kwargs)
 
     def _preprocess(self, frames: np.ndarray) -> dict:
         """The model inputs for ``(T, H, W, 3)`` uint8 frames, from its video processor."""
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
-        out = self.video_processor(videos=[np.ascontiguousarray(frames)], return_tensors="pt")
+        out = self.video_processor(videos=[np.ascontiguousarray(frames)], return_tensors="pt", **self._video_kwargs)
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in out.items()}
 
 
@@ -398,3 +403,62 @@ class Qwen25VLAdapter(_HFVideoAdapter):
             input_ids, mm_token_type_ids=token_type, video_grid_thw=self.video_grid_thw(grid.shape),
             second_per_grid_ts=torch.tensor([self.second_per_grid_ts(grid)], device=self.device))
         return pos[:, 0]
+
+
+class Qwen35Adapter(Qwen25VLAdapter):
+    """``Qwen3_5ForConditionalGeneration`` (Qwen3.5: processor ``Qwen3VLProcessor``, video processor
+    ``Qwen3VLVideoProcessor``).
+
+    Vision tokens: as :class:`Qwen25VLAdapter` (the model's video processor, here with ``do_sample_frames=False``
+    since the study samples the frames; the model's own ``get_video_features``: ViT and 2x2 patch merger). The
+    grid is ``(T', h', w', D)`` with ``T' = ceil(T / temporal_patch_size)`` (``grid_shape`` from the processor's
+    ``video_grid_thw``).
+
+    Positions: Qwen3.5's ``get_rope_index`` splits a video into its ``T'`` temporal steps, one ``(1, h, w)`` grid
+    each (its processor writes a timestamp before every step, ``<t> <vision_start> frame <vision_end>``); a grid
+    starting at position ``p`` gets ids ``(p, p + i, p + j)`` (``get_vision_position_ids``) and the next one starts
+    at ``p + max(h', w')``. The study keeps ``V`` one contiguous block (as for Nemotron-H Omni, the frame labels, here
+    the timestamps, are left out), so the ids are built step by step with the model's own
+    ``get_vision_position_ids``, exactly as ``get_rope_index`` places consecutive steps; text advances all three
+    axes by one per token. Time enters only through the order of the steps (``time_interval`` 1, as the model
+    calls it): the frames' timestamps are not used.
+
+    Decoder: ``model.model.language_model`` (``Qwen3_5TextModel``) and ``model.lm_head``, through
+    :class:`~.stack.Qwen3_5Stack`.
+    """
+
+    DEFAULT_NAME = "qwen3_5"
+    _video_kwargs: ClassVar[dict] = {"do_sample_frames": False}
+
+    @classmethod
+    def _model_class(cls):
+        from transformers import Qwen3_5ForConditionalGeneration
+
+        return Qwen3_5ForConditionalGeneration
+
+    def _setup(self) -> None:
+        super()._setup()
+        self.stack = Qwen3_5Stack(self.model, decoder=self.model.model.language_model)
+
+    def _default_video_processor(self):
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+        return Qwen3VLVideoProcessor(patch_size=self.patch_size, temporal_patch_size=self.temporal_patch,
+                                     merge_size=self.merge)
+
+    def _full_positions(self, input_ids: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+        """``(3, L)`` ids of ``[prefix][V][Q]`` (``input_ids`` ``(1, L)``, ``V`` the ``T' x h' x w'`` placeholders)."""
+        ids = input_ids[0]
+        is_vision = (ids == self.vision_token_id).nonzero().view(-1)
+        start, n = int(is_vision[0]), len(is_vision)
+        t, h, w = grid.shape
+        if n != t * h * w or int(is_vision[-1]) != start + n - 1:
+            raise ValueError(f"expected one block of {t * h * w} vision placeholders, got {n}")
+        device, parts, pos = ids.device, [], start
+        parts.append(torch.arange(start, device=device)[None].expand(3, -1))
+        for _ in range(t):  # one (1, h', w') grid per temporal step, as get_rope_index splits the video
+            step = torch.tensor([1, h * self.merge, w * self.merge], device=device)
+            parts.append(self.model.model.get_vision_position_ids(pos, step, 1, self.merge, device=device))
+            pos += max(h, w)
+        parts.append(torch.arange(len(ids) - start - n, device=device)[None].expand(3, -1) + pos)
+        return torch.cat(parts, dim=1)

@@ -5,6 +5,8 @@ One interface for every LLM family the study uses, so the reduction loop never s
 - :class:`NemotronHStack` — transformers' ``NemotronHForCausalLM`` (Mamba-2 / attention / MLP blocks; no RoPE).
 - :class:`Qwen2Stack` — Qwen2 / Qwen2.5-VL text models and other Llama-class decoders (attention + MLP in each
   layer, rotary positions).
+- :class:`Qwen3_5Stack` — Qwen3.5's text decoder (``Qwen3_5TextModel``): each layer a token mixer, Gated DeltaNet
+  linear attention or gated full attention (3:1), followed by an MLP; M-RoPE with partial rotary dims.
 
 A :class:`SeqState` carries what changes when tokens are dropped: which input tokens are still present and their
 position ids. Masks and rotary tables are rebuilt from it, so a reduced sequence keeps the positions it had in
@@ -23,13 +25,17 @@ from transformers.masking_utils import create_causal_mask
 
 from .mamba_cpu import inverse_rms
 
-ATTENTION, MAMBA, MLP = "attention", "mamba", "mlp"
+# DELTANET: a Gated DeltaNet linear-attention layer (Qwen3.5). Like a Qwen2 layer, a Qwen3.5 layer is one entry
+# whatever it holds after its mixer (its MLP): the type names the token mixer, the one thing a score reads.
+ATTENTION, MAMBA, MLP, DELTANET = "attention", "mamba", "mlp", "deltanet"
 NEMOTRON_H_TYPES = {"full_attention": ATTENTION, "linear_attention": MAMBA, "mlp": MLP, "moe": MLP}
-PATTERN_SYMBOLS = {ATTENTION: "*", MAMBA: "M", MLP: "-"}
+QWEN3_5_TYPES = {"full_attention": ATTENTION, "linear_attention": DELTANET}
+PATTERN_SYMBOLS = {ATTENTION: "*", MAMBA: "M", MLP: "-", DELTANET: "D"}
 
 
 def layer_pattern(layer_types: list[str]) -> str:
-    """Nemotron-H's notation for a layer stack: ``M`` Mamba-2, ``*`` attention, ``-`` MLP."""
+    """Nemotron-H's notation for a layer stack: ``M`` Mamba-2, ``*`` attention, ``-`` MLP; and ``D`` for a Gated
+    DeltaNet layer (Qwen3.5: ``DDD*DDD*...``)."""
     return "".join(PATTERN_SYMBOLS[t] for t in layer_types)
 
 
@@ -204,6 +210,59 @@ class Qwen2Stack(DecoderStack):
         return self.model.lm_head(self.decoder.norm(hidden))
 
 
+class ZeroCentredNorm(nn.Module):
+    """A zero-centred RMSNorm (``Qwen3_5RMSNorm``: ``norm(x) = x * rsqrt(mean(x^2) + eps) * (1 + weight)``, in
+    float32, cast back to ``x``'s dtype) seen as the plain RMSNorm :class:`PreNormed` folds into projections: its
+    ``weight`` is ``1 + weight`` and its ``variance_epsilon`` the norm's ``eps``; calling it runs the norm itself."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.inner = norm
+        self.variance_epsilon = norm.eps
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = self.inner.weight
+        return (1.0 + w.float()).to(w.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+class Qwen3_5Stack(Qwen2Stack):
+    """Layer-wise view of Qwen3.5's text decoder (``Qwen3_5TextModel``, in ``Qwen3_5ForCausalLM`` or the VLM's
+    ``model.language_model``).
+
+    Each decoder layer is ``x + mixer(norm(x))`` then ``x + mlp(norm(x))``, the mixer a Gated DeltaNet
+    (``linear_attn``, :data:`DELTANET`) or a gated full attention (``self_attn``, :data:`ATTENTION`: output gate,
+    q/k norms, partial rotary). Like :class:`Qwen2Stack`, one layer of the stack is one decoder layer, typed by its
+    mixer.
+
+    Masks and positions, as ``Qwen3_5TextModel.forward`` builds them: attention layers get the 4-D causal mask
+    and the ``(cos, sin)`` of the tokens' own (M-RoPE) position ids; DeltaNet layers no mask (their 2-D padding mask
+    is None without padding) and no cache, so after a drop they run their conv and recurrence over the kept tokens,
+    in order, like Mamba-2 layers in :class:`NemotronHStack`. The layers' pre-norms are zero-centred
+    (:class:`ZeroCentredNorm`).
+    """
+
+    def __init__(self, model: nn.Module, decoder: nn.Module | None = None):
+        super().__init__(model, decoder)
+        self.layer_types = [QWEN3_5_TYPES[t] for t in self.decoder.config.layer_types[: len(self.layers)]]
+
+    def begin(self, hidden: torch.Tensor, state: SeqState) -> dict:
+        mask = self._causal_mask(hidden) if ATTENTION in self.layer_types else None
+        return {"mask": mask, "rotary": self.rotary(hidden, state)}
+
+    def run_layer(self, i: int, hidden: torch.Tensor, ctx: dict) -> torch.Tensor:
+        mask = ctx["mask"] if self.layer_types[i] == ATTENTION else None
+        return self.layers[i](hidden, position_embeddings=ctx["rotary"], attention_mask=mask)
+
+    def mixer_input(self, i: int, hidden: torch.Tensor) -> tuple[nn.Module, PreNormed]:
+        layer = self.layers[i]
+        mixer = layer.self_attn if self.layer_types[i] == ATTENTION else layer.linear_attn
+        return mixer, PreNormed(hidden, ZeroCentredNorm(layer.input_layernorm))
+
+
 def stack_for(model: nn.Module) -> DecoderStack:
     """The stack for a causal LM, by its config's ``model_type``."""
     model_type = model.config.model_type
@@ -211,4 +270,7 @@ def stack_for(model: nn.Module) -> DecoderStack:
         return NemotronHStack(model)
     if model_type in ("qwen2", "llama", "qwen3", "mistral"):
         return Qwen2Stack(model)
-    raise ValueError(f"no layer-wise stack for model_type '{model_type}' (known: nemotron_h, qwen2, llama, qwen3, mistral)")
+    if model_type == "qwen3_5_text":
+        return Qwen3_5Stack(model)
+    raise ValueError(f"no layer-wise stack for model_type '{model_type}' (known: nemotron_h, qwen2, llama, qwen3, "
+                     "mistral, qwen3_5_text)")

@@ -42,6 +42,10 @@ correction cannot be kept without the gate: ``A`` itself carries ``exp(G_t - G_r
 earlier tokens through ``k_t . k_r`` (an ``L x L`` solve). The ablation ``decay=True`` therefore takes the full
 ``alpha`` (gate and correction).
 
+Qwen3.5's full-attention layers (``Qwen3_5Attention``) are scored by :func:`gated_attention_importance`, the
+attention score of :mod:`hybridreduce.reduction.importance` for that module: its ``q_proj`` also produces the
+output gate, queries and keys pass through per-head RMSNorms, and only the first ``rotary_dim`` channels rotate.
+
 Conventions: ``hidden`` is the mixer's input (the layer's input after its pre-norm), batch size 1, no padding
 mask and no cache (a fresh prefill). Projections and the conv run with the module's own weights in its dtype
 (the same products as its forward); from the conv output on, the arithmetic is in float64 for
@@ -58,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-__all__ = ["deltanet_implicit_attention", "deltanet_importance"]
+__all__ = ["deltanet_implicit_attention", "deltanet_importance", "gated_attention_importance", "is_gated_attention"]
 
 
 def _tokens(mixer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -229,3 +233,91 @@ def deltanet_importance(
     per_key_head = per_key_head.repeat_interleave(mixer.num_v_heads // mixer.num_k_heads, dim=0)  # as _heads
     per_head = per_key_head * beta[vision_idx].T  # (num_v_heads, V)
     return _normalise(per_head.mean(dim=0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Qwen3.5's gated full attention
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def is_gated_attention(attn: nn.Module) -> bool:
+    """Whether ``attn`` is Qwen3.5-style gated attention: ``q_proj`` gives ``2 * heads * head_dim`` features (query and
+    output gate) and q/k norms follow (Qwen3's attention has the norms, not the gate)."""
+    q_proj, config = getattr(attn, "q_proj", None), getattr(attn, "config", None)
+    if q_proj is None or config is None or not hasattr(attn, "q_norm"):
+        return False
+    return q_proj.out_features == 2 * config.num_attention_heads * attn.head_dim
+
+
+def _rotate_partial(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on the first ``rotary_dim = cos.shape[-1]`` channels of ``x`` ``(T, heads, d)``, the rest passed
+    through (Qwen3.5's ``apply_rotary_pos_emb``); ``cos``/``sin`` ``(T, rotary_dim)``."""
+    rd = cos.shape[-1]
+    rot, rest = x[..., :rd], x[..., rd:]
+    half = rot.shape[-1] // 2
+    rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)  # rotate_half
+    return torch.cat((rot * cos[:, None] + rotated * sin[:, None], rest), dim=-1)
+
+
+@torch.no_grad()
+def gated_attention_importance(
+    attn: nn.Module,
+    hidden: torch.Tensor,
+    query_idx: torch.Tensor,
+    vision_idx: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    query_start: int | None = None,
+) -> torch.Tensor:
+    """Mean causal attention probability that the query tokens give to each vision token, in a Qwen3.5 attention
+    layer: ``I(s) = mean_{heads, t in Q} softmax_{keys <= t}(q_t . k / sqrt(d))[s]``, normalised over the vision
+    columns, as :func:`~hybridreduce.reduction.importance.attention_importance`.
+
+    The probabilities are the module's own: ``q_proj`` gives per head ``[query (d) | gate (d)]`` (only the query
+    rows are computed, at the query tokens; the sigmoid gate scales the output, not the probabilities), ``q_norm``
+    / ``k_norm`` act on each head, and RoPE rotates the first ``rotary_dim`` channels. Only the ``|Q| x L`` logits
+    are formed; arithmetic after the norms in float32.
+
+    Args:
+        attn (`Qwen3_5Attention`): the layer's ``self_attn``.
+        hidden (`torch.Tensor` of shape `(1, L, D)`): its input, after the layer's pre-norm.
+        query_idx (`torch.LongTensor` of shape `(|Q|,)`): positions of the query tokens (non-empty).
+        vision_idx (`torch.LongTensor` of shape `(|V|,)`): positions of the vision tokens.
+        position_embeddings (two `torch.Tensor` of shape `(1, L, rotary_dim)`): ``(cos, sin)`` of the sequence.
+        query_start (`int`, *optional*): ``min(query_idx)`` when the caller knows it (nothing is read back).
+
+    Returns:
+        `torch.Tensor` of shape `(|V|,)`, float32, non-negative, summing to 1.
+    """
+    if not is_gated_attention(attn):
+        raise TypeError(f"expected a Qwen3_5Attention-style module, got {type(attn).__name__}")
+    if hidden.dim() != 3 or hidden.shape[0] != 1:
+        raise ValueError(f"hidden must have shape (1, L, D), got {tuple(hidden.shape)}")
+    weight = attn.q_proj.weight
+    h = hidden[0].to(weight.dtype)
+    seq_len = h.shape[0]
+    if query_idx.numel() == 0:
+        raise ValueError("query_idx is empty: the score is conditioned on the query tokens")
+    if query_start is None:
+        query_idx = _check_indices(query_idx, "query_idx", seq_len)
+        vision_idx = _check_indices(vision_idx, "vision_idx", seq_len)
+        query_start = int(query_idx.min())
+    query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
+    n_heads, n_kv, d = attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
+    n_rep = n_heads // n_kv
+
+    # The query half of each head's [query | gate] rows of q_proj.
+    q_weight = weight.view(n_heads, 2 * d, -1)[:, :d].reshape(n_heads * d, -1)
+    q_bias = None if attn.q_proj.bias is None else attn.q_proj.bias.view(n_heads, 2 * d)[:, :d].reshape(-1)
+    q = attn.q_norm(F.linear(h.index_select(0, query_idx), q_weight, q_bias).view(-1, n_heads, d)).float()
+    k = attn.k_norm(attn.k_proj(h).view(seq_len, n_kv, d)).float()  # (L, kv_heads, d)
+    cos, sin = (p[0].float().to(h.device) for p in position_embeddings)  # (L, rotary_dim)
+    q = _rotate_partial(q, cos.index_select(0, query_idx), sin.index_select(0, query_idx)) * attn.scaling
+    k = _rotate_partial(k, cos, sin)
+
+    # GQA without copying keys: query head j * n_rep + r reads key head j (as transformers' repeat_kv).
+    q = q.permute(1, 0, 2).reshape(n_kv, n_rep * len(query_idx), d)
+    logits = (q @ k.permute(1, 2, 0)).view(n_kv, n_rep, -1, seq_len)  # (kv_heads, n_rep, Q, L)
+    later = torch.arange(query_start, seq_len, device=h.device)[None, :] > query_idx[:, None]
+    logits[..., query_start:].masked_fill_(later, float("-inf"))
+    score = logits.softmax(dim=-1).mean(dim=(0, 1, 2)).index_select(0, vision_idx)
+    return _normalise(score)

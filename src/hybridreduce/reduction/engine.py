@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..device import capturing, synchronize
+from ..errors import ConfigError
 from ..layout import PromptLayout
-from ..models.stack import ATTENTION, MAMBA, DecoderStack, SeqState
+from ..models.stack import ATTENTION, DELTANET, MAMBA, DecoderStack, SeqState
 from .schedule import Schedule
 
 
@@ -27,17 +28,21 @@ class Scorer:
     """How a stage ranks vision tokens.
 
     Attributes:
-        kind: ``unified`` (attention and Mamba layers), ``attention`` (attention layers only), ``random``,
+        kind: ``unified`` (attention, Mamba-2 and Gated DeltaNet layers), ``attention`` (attention layers only),
+            ``random``,
             ``oracle`` (a control: the ground-truth evidence tokens of ``PromptLayout.evidence`` first, the others
             in random order), or ``dart`` (DART's pivots and least-duplicated tokens, :func:`dart_keep`).
         query: ``question`` (every query token asks) or ``last_token`` (FastV / PDrop).
-        mamba_decay: include the SSM's position-dependent decay in the Mamba score (ablation).
+        mamba_decay: include the SSM's position-dependent decay in the Mamba score (ablation); on Gated DeltaNet
+            layers the full implicit attention, gate and delta-rule correction (:mod:`.deltanet`).
         seed: for ``random``.
         mamba_signed: the signed ``C_t . B_s`` instead of its magnitude (ablation).
         mamba_head_max: the maximum over heads instead of the mean (ablation).
         mamba_x_norm: each source weighted by ``||x_s||`` per head (STUDY.md's option; ablation).
         mamba_clip: Mamba layers rank by the clip score instead (:func:`~.importance.mamba_clip_importance`,
             query-blind; ablation).
+        The four Mamba-2 variants (``mamba_signed``, ``mamba_head_max``, ``mamba_x_norm``, ``mamba_clip``) have no
+        Gated DeltaNet counterpart: :func:`score_layer` refuses them on a DeltaNet layer.
         image_pivots / text_pivots: for ``dart`` (DART's duplication-based selection, :func:`dart_keep`): its
             vision and question pivot tokens.
     """
@@ -54,7 +59,12 @@ class Scorer:
     text_pivots: int = 4
 
     def scoring_types(self) -> tuple[str, ...]:
-        return (ATTENTION,) if self.kind == "attention" else (ATTENTION, MAMBA)
+        return (ATTENTION,) if self.kind == "attention" else (ATTENTION, MAMBA, DELTANET)
+
+    def mamba_only_options(self) -> list[str]:
+        """The Mamba-2 score variants set (each the name of its method option, :mod:`.methods`)."""
+        return [name for name in ("mamba_signed", "mamba_head_max", "mamba_x_norm", "mamba_clip")
+                if getattr(self, name)]
 
 
 @dataclass
@@ -121,11 +131,22 @@ def score_layer(stack: DecoderStack, i: int, hidden: torch.Tensor, ctx: dict, qu
         return torch.rand(len(vision), generator=generator).to(hidden.device)
     if scorer.kind == "oracle":
         raise ValueError("the oracle scorer ranks by the layout's evidence: prefill calls it, not score_layer")
+    from .deltanet import deltanet_importance, gated_attention_importance, is_gated_attention
     from .importance import attention_importance, mamba_clip_importance, mamba_importance
 
     mixer, normed = stack.mixer_input(i, hidden)
-    if stack.layer_types[i] == ATTENTION:
+    kind = stack.layer_types[i]
+    if kind == ATTENTION:
+        if is_gated_attention(mixer):  # Qwen3.5's: [query | gate] rows, q/k norms, partial rotary
+            return gated_attention_importance(mixer, normed.apply(), query, vision, ctx["rotary"],
+                                              query_start=query_start)
         return attention_importance(mixer, normed, query, vision, ctx.get("rotary"), query_start=query_start)
+    if kind == DELTANET:
+        if options := scorer.mamba_only_options():
+            raise ConfigError(f"reduction.methods: {', '.join(options)} is a Mamba-2 score variant, not defined for "
+                              f"Gated DeltaNet layers (layer {i}); use the unified score or mamba_decay")
+        return deltanet_importance(mixer, normed.apply(), query_idx=query, vision_idx=vision,
+                                   decay=scorer.mamba_decay)
     if scorer.mamba_clip:
         return mamba_clip_importance(mixer, normed, vision)
     return mamba_importance(mixer, normed, query, vision, decay=scorer.mamba_decay, use_x_norm=scorer.mamba_x_norm,
