@@ -62,6 +62,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .importance import _first_query, _normalise, query_attention_score
+
 __all__ = ["deltanet_implicit_attention", "deltanet_importance", "gated_attention_importance", "is_gated_attention"]
 
 
@@ -171,13 +173,6 @@ def _check_indices(idx: torch.Tensor, name: str, seq_len: int) -> torch.Tensor:
     return idx.long()
 
 
-def _normalise(score: torch.Tensor) -> torch.Tensor:
-    """Scale to sum 1; uniform when the score carries no mass or is not finite (as the Mamba-2 score)."""
-    total = score.sum()
-    uniform = torch.full_like(score, 1.0 / max(score.numel(), 1))
-    return torch.where(torch.isfinite(total) & (total > 0), score / total, uniform)
-
-
 @torch.no_grad()
 def deltanet_importance(
     mixer: nn.Module,
@@ -196,8 +191,8 @@ def deltanet_importance(
     Both are normalised to sum 1 over the vision columns. Why the decay-free score drops the correction too: see
     the module docstring.
 
-    Note the argument order (``vision_idx`` before ``query_idx``), unlike
-    :func:`~hybridreduce.reduction.importance.mamba_importance`.
+    The index arguments are keyword-only (their order differs from
+    :func:`~hybridreduce.reduction.importance.mamba_importance`'s).
 
     Args:
         mixer (`Qwen3_5GatedDeltaNet`):
@@ -295,15 +290,12 @@ def gated_attention_importance(
     weight = attn.q_proj.weight
     h = hidden[0].to(weight.dtype)
     seq_len = h.shape[0]
-    if query_idx.numel() == 0:
-        raise ValueError("query_idx is empty: the score is conditioned on the query tokens")
-    if query_start is None:
+    if query_start is None:  # the indices are the caller's own: check them (as attention_importance does)
         query_idx = _check_indices(query_idx, "query_idx", seq_len)
         vision_idx = _check_indices(vision_idx, "vision_idx", seq_len)
-        query_start = int(query_idx.min())
+    first = _first_query(query_idx, vision_idx, seq_len, query_start)
     query_idx, vision_idx = query_idx.to(h.device), vision_idx.to(h.device)
     n_heads, n_kv, d = attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
-    n_rep = n_heads // n_kv
 
     # The query half of each head's [query | gate] rows of q_proj.
     q_weight = weight.view(n_heads, 2 * d, -1)[:, :d].reshape(n_heads * d, -1)
@@ -314,10 +306,4 @@ def gated_attention_importance(
     q = _rotate_partial(q, cos.index_select(0, query_idx), sin.index_select(0, query_idx)) * attn.scaling
     k = _rotate_partial(k, cos, sin)
 
-    # GQA without copying keys: query head j * n_rep + r reads key head j (as transformers' repeat_kv).
-    q = q.permute(1, 0, 2).reshape(n_kv, n_rep * len(query_idx), d)
-    logits = (q @ k.permute(1, 2, 0)).view(n_kv, n_rep, -1, seq_len)  # (kv_heads, n_rep, Q, L)
-    later = torch.arange(query_start, seq_len, device=h.device)[None, :] > query_idx[:, None]
-    logits[..., query_start:].masked_fill_(later, float("-inf"))
-    score = logits.softmax(dim=-1).mean(dim=(0, 1, 2)).index_select(0, vision_idx)
-    return _normalise(score)
+    return query_attention_score(q, k, query_idx, vision_idx, first)

@@ -24,7 +24,8 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, rotate_half
 from ..models.mamba_cpu import causal_conv
 from ..models.stack import PreNormed
 
-__all__ = ["attention_importance", "mamba_clip_importance", "mamba_implicit_attention", "mamba_importance"]
+__all__ = ["attention_importance", "mamba_clip_importance", "mamba_implicit_attention", "mamba_importance",
+           "query_attention_score"]
 
 
 def _tokens(hidden: torch.Tensor | PreNormed) -> torch.Tensor | PreNormed:
@@ -122,7 +123,6 @@ def attention_importance(
 
     n_heads, n_kv = attn.config.num_attention_heads, attn.config.num_key_value_heads
     d = attn.head_dim
-    n_rep = n_heads // n_kv
     all_rows = slice(None)
     # The scale goes on the |Q| query rows rather than on the |Q| x L logits.
     q = _linear_rows(attn.q_proj, h, all_rows, tokens=query_idx).view(-1, n_heads, d) * attn.scaling  # (Q, heads, d)
@@ -132,11 +132,26 @@ def attention_importance(
         # The rotation is elementwise per (token, channel), so q and k are rotated separately with their own rows.
         q, k = _rotate(q, cos[query_idx], sin[query_idx]), _rotate(k, cos, sin)
 
+    return query_attention_score(q, k, query_idx, vision_idx, first)
+
+
+def query_attention_score(q: torch.Tensor, k: torch.Tensor, query_idx: torch.Tensor, vision_idx: torch.Tensor,
+                          first: int) -> torch.Tensor:
+    """The attention score from the query rows' queries and all keys, as the module would rotate and scale them.
+
+    Args:
+        q: ``(|Q|, heads, d)`` float32, scaled and rotated; k: ``(L, kv_heads, d)`` float32, rotated.
+        query_idx / vision_idx: ``(|Q|,)`` / ``(|V|,)`` positions in the sequence; first: ``min(query_idx)``.
+    Returns:
+        ``(|V|,)`` the mean causal probability over heads and query rows, normalised to sum 1.
+    """
+    seq_len, n_kv, d = k.shape
+    n_rep = q.shape[1] // n_kv
     # GQA without copying keys: query head j * n_rep + r reads key head j (as transformers' repeat_kv).
     q = q.permute(1, 0, 2).reshape(n_kv, n_rep * len(query_idx), d)  # (kv_heads, n_rep * Q, d)
     logits = (q @ k.permute(1, 2, 0)).view(n_kv, n_rep, -1, seq_len)  # (kv_heads, n_rep, Q, L)
     # Causal: only keys at or after the first query token can lie after some query row.
-    later = torch.arange(first, seq_len, device=h.device)[None, :] > query_idx[:, None]  # (Q, L - first)
+    later = torch.arange(first, seq_len, device=k.device)[None, :] > query_idx[:, None]  # (Q, L - first)
     logits[..., first:].masked_fill_(later, float("-inf"))
     probs = logits.softmax(dim=-1)  # over all keys 0..t
     # Mean over heads and query rows first, then the vision columns: the same numbers without gathering Q x V.
