@@ -109,12 +109,12 @@ def check_model(name: str, config: dict, paths: dict[str, str]) -> ModelReport:
     settings = sorted({(m, b) for model, pre, m, b in inference_settings(config) if model == name and pre == "none"},
                       key=lambda s: (s[0] != "none", s[0], -s[1]))
     for method, budget in settings:
-        lines.append(f"  {method:21s} {budget:<7g} " + _schedule(method, budget, adapter, n_vision, n_text, config))
+        lines.append(f"  {method:21s} {budget:<7g} " + _schedule(method, budget, stack, n_vision, n_text, full, config))
     return ModelReport(name, True, tuple(lines))
 
 
-def _schedule(method: str, budget: float, adapter, n_vision: int, n_text: int, config: dict) -> str:
-    stack = adapter.stack
+def _schedule(method: str, budget: float, stack, n_vision: int, n_text: int, full: float, config: dict) -> str:
+    """One method's line: its stages at ``budget``, realised budget and FLOPs against ``full`` (unreduced)."""
     if get_method(method).runner is not None and budget < 1:
         return "decided per video while the layers run (input-dependent method)"
     try:
@@ -124,7 +124,6 @@ def _schedule(method: str, budget: float, adapter, n_vision: int, n_text: int, c
     per_layer = schedule.tokens_per_layer()
     stages = ", ".join(f"{layer}: {k}" for layer, k in zip(schedule.stage_layers, schedule.keep_counts)) or "-"
     flops = prefill_flops(stack, [n_text + (n_vision if schedule.zero_out else n) for n in per_layer])
-    full = prefill_flops(stack, [n_text + n_vision] * len(per_layer))
     return f"{stages:46s} {schedule.realised_budget:<9.3f} {flops / full:.3f}"
 
 
